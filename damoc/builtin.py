@@ -1,0 +1,62 @@
+"""Built-in sources for runs on a laptop or CI box: `zoo://NAME[/base]` and `demo://TASK/{train,eval}.jsonl`.
+
+They resolve to the local zoo and demo data under $DAMOC_HOME (default ~/.cache/damoc), built on first use.
+On a cluster, point the config at real checkpoints and data (local path in the image, s3://, hub id).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from damoc.config import ConfigError, RunConfig
+
+ZOO_SCHEME, DEMO_SCHEME = "zoo://", "demo://"
+DEMO_SIZES = {"train": 3000, "eval": 300}
+
+
+def damoc_home() -> Path:
+    return Path(os.environ.get("DAMOC_HOME") or Path.home() / ".cache" / "damoc")
+
+
+def demo_data_dir(task: str) -> Path:
+    from damoc.data.demo import write_demo
+
+    out = damoc_home() / "demo" / task
+    if not ((out / "train.jsonl").is_file() and (out / "eval.jsonl").is_file()):
+        write_demo(task, out, n_train=DEMO_SIZES["train"], n_eval=DEMO_SIZES["eval"], seed=0)
+    return out
+
+
+def resolve_uri(uri: str) -> str:
+    if uri.startswith(ZOO_SCHEME):
+        from damoc.zoo import ensure_zoo, load_manifest
+
+        name, _, variant = uri.removeprefix(ZOO_SCHEME).partition("/")
+        zoo = ensure_zoo(damoc_home() / "zoo")
+        entries = {c["name"]: c for c in load_manifest(zoo)["candidates"]}
+        if name not in entries or variant not in ("", "chat", "base"):
+            raise ConfigError(f"{uri}: no such zoo model; available: "
+                              f"{', '.join('zoo://' + n for n in entries)} (append /base for the base checkpoint)")
+        rel = entries[name]["base_path"] if variant == "base" else entries[name]["path"]
+        return str(zoo / rel)
+    if uri.startswith(DEMO_SCHEME):
+        from damoc.data.demo import TASKS
+
+        task, _, split = uri.removeprefix(DEMO_SCHEME).partition("/")
+        if task not in TASKS or split not in ("train.jsonl", "eval.jsonl"):
+            raise ConfigError(f"{uri}: expected demo://TASK/train.jsonl or demo://TASK/eval.jsonl, "
+                              f"TASK one of {', '.join(TASKS)}")
+        return str(demo_data_dir(task) / split)
+    return uri
+
+
+def resolve_builtins(cfg: RunConfig) -> RunConfig:
+    """A copy of `cfg` with every zoo:// and demo:// reference replaced by a local path."""
+    data = cfg.data.model_copy(update={"train": resolve_uri(cfg.data.train), "eval": resolve_uri(cfg.data.eval)})
+    candidates = [c.model_copy(update={"path": resolve_uri(c.path),
+                                       "base_path": resolve_uri(c.base_path) if c.base_path else None})
+                  for c in cfg.candidates]
+    compression = cfg.compression
+    if compression.scorer_model:
+        compression = compression.model_copy(update={"scorer_model": resolve_uri(compression.scorer_model)})
+    return cfg.model_copy(update={"data": data, "candidates": candidates, "compression": compression})

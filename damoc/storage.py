@@ -1,0 +1,485 @@
+"""Read and write run artefacts that live either on local disk or at `s3://bucket/key`.
+
+Every path in the run config may be local or S3. S3 goes through the `minio` client, whose
+endpoint and credentials come only from the environment (never from the config or pipeline
+parameters, so they never end up in KFP run metadata):
+
+- endpoint: DAMOC_S3_ENDPOINT, else AWS_ENDPOINT_URL, else MINIO_ENDPOINT; `host:port` or
+  `http(s)://host:port`. The scheme decides TLS (no scheme: TLS on); DAMOC_S3_SECURE overrides.
+- credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, else MINIO_ACCESS_KEY / MINIO_SECRET_KEY
+  (optional AWS_SESSION_TOKEN); optional AWS_REGION.
+
+All failures raise StorageError; messages name the bucket/key but never the credentials.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+import urllib3
+from minio import Minio
+from minio.error import MinioException, S3Error
+
+S3_SCHEME = "s3://"
+FILE_SCHEME = "file://"
+ENDPOINT_VARS = ("DAMOC_S3_ENDPOINT", "AWS_ENDPOINT_URL", "MINIO_ENDPOINT")
+ACCESS_KEY_VARS = ("AWS_ACCESS_KEY_ID", "MINIO_ACCESS_KEY")
+SECRET_KEY_VARS = ("AWS_SECRET_ACCESS_KEY", "MINIO_SECRET_KEY")
+_SECRET_VARS = (*ACCESS_KEY_VARS, *SECRET_KEY_VARS, "AWS_SESSION_TOKEN")
+_NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "ResourceNotFound"}
+_AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_BUCKET_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+
+
+class StorageError(Exception):
+    """A path that cannot be read or written; the message names the URI and what to fix."""
+
+
+# --------------------------------------------------------------------------- URIs
+
+def is_s3(uri: str) -> bool:
+    return str(uri)[:len(S3_SCHEME)].lower() == S3_SCHEME
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """`s3://bucket/some/key` -> ("bucket", "some/key"); the key may be empty (whole bucket)."""
+    if not is_s3(uri):
+        raise StorageError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len(S3_SCHEME):].partition("/")
+    if not bucket:
+        raise StorageError(f"malformed S3 URI {uri!r}: no bucket; expected s3://bucket/key")
+    if not 3 <= len(bucket) <= 63 or not set(bucket) <= _BUCKET_CHARS:
+        raise StorageError(f"malformed S3 URI {uri!r}: invalid bucket name {bucket!r} "
+                           "(3-63 letters, digits, '.', '-')")
+    return bucket, key
+
+
+def _object_key(uri: str) -> tuple[str, str]:
+    """Like split_s3, but the URI must name one object (non-empty key, no trailing '/')."""
+    bucket, key = split_s3(uri)
+    if not key or key.endswith("/"):
+        raise StorageError(f"{uri}: expected an object key (s3://bucket/path/to/file), got a prefix")
+    return bucket, key
+
+
+def _dir_prefix(key: str) -> str:
+    # "ckpt" must list ckpt/..., not also ckpt2/...
+    return key if not key or key.endswith("/") else key + "/"
+
+
+def _local_path(uri: str | Path) -> Path:
+    text = str(uri)
+    return Path(text[len(FILE_SCHEME):] if text.startswith(FILE_SCHEME) else text)
+
+
+# --------------------------------------------------------------------------- client
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Connection settings read from the environment; the secrets are kept out of repr()."""
+
+    endpoint: str
+    secure: bool
+    region: str | None
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+def _first_env(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def _parse_endpoint(raw: str) -> tuple[str, bool]:
+    """`host:port` or `http(s)://host:port[/]` -> (host:port, secure)."""
+    if "://" not in raw:
+        host, secure = raw.rstrip("/"), True
+    else:
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https"):
+            raise StorageError(f"S3 endpoint {raw!r}: scheme must be http or https")
+        if parts.path not in ("", "/") or parts.query:
+            raise StorageError(f"S3 endpoint {raw!r}: must be host[:port] without a path")
+        host, secure = parts.netloc, parts.scheme == "https"
+    if "@" in host:  # don't echo it: it may hold user:password
+        raise StorageError("S3 endpoint must not contain credentials; set AWS_ACCESS_KEY_ID and "
+                           "AWS_SECRET_ACCESS_KEY instead")
+    if not host or "/" in host:
+        raise StorageError(f"S3 endpoint {raw!r}: expected host:port or http(s)://host:port")
+    return host, secure
+
+
+def _secure_override(secure: bool) -> bool:
+    raw = os.environ.get("DAMOC_S3_SECURE", "").strip().lower()
+    if not raw:
+        return secure
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise StorageError(f"DAMOC_S3_SECURE={raw!r}: use true or false")
+
+
+def s3_settings_from_env() -> S3Settings:
+    """Read endpoint and credentials from the environment, or say exactly which variables to set."""
+    endpoint = _first_env(ENDPOINT_VARS)
+    access_key = _first_env(ACCESS_KEY_VARS)
+    secret_key = _first_env(SECRET_KEY_VARS)
+    missing = [" or ".join(names) for names, value in
+               ((ENDPOINT_VARS, endpoint), (ACCESS_KEY_VARS, access_key), (SECRET_KEY_VARS, secret_key))
+               if not value]
+    if missing:
+        example = "" if endpoint else " (e.g. DAMOC_S3_ENDPOINT=http://minio-service.kubeflow:9000)"
+        raise StorageError("s3:// paths need the S3 endpoint and credentials in the environment; "
+                           f"set {'; '.join(missing)}{example}")
+    host, secure = _parse_endpoint(endpoint)
+    return S3Settings(endpoint=host, secure=_secure_override(secure),
+                      region=os.environ.get("AWS_REGION") or None, access_key=access_key,
+                      secret_key=secret_key, session_token=os.environ.get("AWS_SESSION_TOKEN") or None)
+
+
+def client_from_env() -> Minio:
+    settings = s3_settings_from_env()
+    try:
+        return Minio(settings.endpoint, access_key=settings.access_key, secret_key=settings.secret_key,
+                     session_token=settings.session_token, secure=settings.secure, region=settings.region)
+    except ValueError as err:
+        raise StorageError(f"S3 endpoint {settings.endpoint!r}: {_scrub(str(err))}") from None
+
+
+# --------------------------------------------------------------------------- error handling
+
+def _scrub(text: str) -> str:
+    """Mask any credential value that a library may have put into an error text."""
+    for name in _SECRET_VARS:
+        value = os.environ.get(name, "").strip()
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def _s3_error_message(action: str, uri: str, err: S3Error) -> str:
+    code = err.code or "error"
+    if code == "NoSuchBucket":
+        hint = f"bucket '{err.bucket_name or split_s3(uri)[0]}' does not exist"
+    elif code in _NOT_FOUND_CODES:
+        hint = "no such object"
+    elif code in _AUTH_CODES:
+        hint = "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy"
+    else:
+        hint = err.message or ""
+    return f"{action} {uri} failed: {code}: {hint}"
+
+
+@contextmanager
+def _wrapped(action: str, uri: str) -> Iterator[None]:
+    """Turn minio, HTTP and OS failures into StorageError naming the URI (never the secrets)."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except S3Error as err:
+        raise StorageError(_scrub(_s3_error_message(action, uri, err))) from None
+    except urllib3.exceptions.HTTPError as err:
+        raise StorageError(_scrub(f"{action} {uri} failed: cannot reach the S3 endpoint "
+                                  f"({type(err).__name__}: {err}); check DAMOC_S3_ENDPOINT and "
+                                  "DAMOC_S3_SECURE")) from None
+    except (MinioException, OSError, ValueError) as err:
+        raise StorageError(_scrub(f"{action} {uri} failed: {type(err).__name__}: {err}")) from None
+
+
+def _is_not_found(err: S3Error) -> bool:
+    return err.code in _NOT_FOUND_CODES
+
+
+# --------------------------------------------------------------------------- local helpers
+
+def _copy_file(src: Path, dst: Path) -> None:
+    # Indirection so tests can inject a failure in the middle of a directory copy.
+    shutil.copy2(src, dst)
+
+
+def _sibling(path: Path, tag: str) -> Path:
+    return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:8]}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def _swap_into_place(staged: Path, dest: Path) -> None:
+    """Move a fully written `staged` sibling to `dest`; a file over a file is a single rename."""
+    if staged.is_file() and not dest.is_dir():
+        os.replace(staged, dest)
+        return
+    if not (dest.exists() or dest.is_symlink()):
+        os.rename(staged, dest)
+        return
+    # Linux cannot atomically exchange directories portably: park the old one, then restore on failure.
+    old = _sibling(dest, "old")
+    os.rename(dest, old)
+    try:
+        os.rename(staged, dest)
+    except OSError:
+        os.rename(old, dest)
+        raise
+    _remove(old)
+
+
+def _stage_copy(src: Path, dest: Path) -> Path:
+    """Copy `src` to a temp sibling of `dest` (same filesystem, so the final rename is atomic)."""
+    staged = _sibling(dest, "tmp")
+    try:
+        if src.is_dir():
+            shutil.copytree(src, staged, copy_function=_copy_file)
+        else:
+            _copy_file(src, staged)
+    except BaseException:
+        _remove(staged)
+        raise
+    return staged
+
+
+def _write_local_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = _sibling(path, "tmp")
+    try:
+        with open(staged, "xb") as handle:  # "x": normal umask permissions, unlike mkstemp's 0600
+            handle.write(data)
+        os.replace(staged, path)
+    except BaseException:
+        _remove(staged)
+        raise
+
+
+def _safe_join(root: Path, relative: str, uri: str) -> Path:
+    """root/relative, refusing object keys that would land outside root ('..', absolute)."""
+    parts = PurePosixPath(relative).parts
+    if not relative or ".." in parts or PurePosixPath(relative).is_absolute():
+        raise StorageError(f"{uri}: refusing object key {relative!r}: it would escape {root}")
+    target = root.joinpath(*parts)
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise StorageError(f"{uri}: refusing object key {relative!r}: it would escape {root}")
+    return target
+
+
+# --------------------------------------------------------------------------- S3 transfers
+
+def download_file(uri: str, dest: Path) -> Path:
+    bucket, key = _object_key(uri)
+    dest = Path(dest)
+    with _wrapped("download", uri):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # fget_object streams to a .part file and renames: no half-written dest on failure.
+        client_from_env().fget_object(bucket, key, str(dest))
+    return dest
+
+
+def upload_file(src: Path, uri: str) -> None:
+    bucket, key = _object_key(uri)
+    src = Path(src)
+    if not src.is_file():
+        raise StorageError(f"upload to {uri} failed: {src} is not a file")
+    with _wrapped("upload", uri):
+        client_from_env().fput_object(bucket, key, str(src))  # multipart above 5 MiB parts
+
+
+def _list_keys(client: Minio, bucket: str, prefix: str, uri: str) -> list[str]:
+    with _wrapped("list", uri):
+        # Keys ending in '/' are "folder" markers written by some tools, not files.
+        return [obj.object_name for obj in client.list_objects(bucket, prefix=prefix, recursive=True)
+                if obj.object_name and not obj.object_name.endswith("/")]
+
+
+def download_dir(uri_prefix: str, dest_dir: Path) -> Path:
+    """Download every object under the prefix into dest_dir, keeping relative paths."""
+    bucket, key = split_s3(uri_prefix)
+    prefix, dest_dir = _dir_prefix(key), Path(dest_dir)
+    client = client_from_env()
+    keys = _list_keys(client, bucket, prefix, uri_prefix)
+    if not keys:
+        raise StorageError(f"{uri_prefix}: no objects under bucket '{bucket}' prefix '{prefix}'")
+    # Validate every key before writing anything, so a hostile listing leaves no partial download.
+    targets = [(k, _safe_join(dest_dir, k[len(prefix):], uri_prefix)) for k in keys]
+    for object_key, target in targets:
+        with _wrapped("download", f"s3://{bucket}/{object_key}"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.fget_object(bucket, object_key, str(target))
+    return dest_dir
+
+
+def _local_files(src_dir: Path) -> list[tuple[Path, str]]:
+    return [(path, path.relative_to(src_dir).as_posix())
+            for path in sorted(src_dir.rglob("*")) if path.is_file()]
+
+
+def upload_dir(src_dir: Path, uri_prefix: str) -> int:
+    """Upload every file under src_dir to the prefix, keeping relative paths; returns the count."""
+    return len(_upload_dir_keys(Path(src_dir), uri_prefix))
+
+
+def _upload_dir_keys(src_dir: Path, uri_prefix: str) -> set[str]:
+    bucket, key = split_s3(uri_prefix)
+    if not src_dir.is_dir():
+        raise StorageError(f"upload to {uri_prefix} failed: {src_dir} is not a directory")
+    prefix, client = _dir_prefix(key), client_from_env()
+    uploaded: set[str] = set()
+    for path, relative in _local_files(src_dir):
+        object_key = prefix + relative
+        with _wrapped("upload", f"s3://{bucket}/{object_key}"):
+            client.fput_object(bucket, object_key, str(path))
+        uploaded.add(object_key)
+    return uploaded
+
+
+def _remove_stale(uri_prefix: str, keep: set[str]) -> None:
+    """Delete objects under the prefix that the latest upload did not write (e.g. old shards)."""
+    from minio.deleteobjects import DeleteObject
+
+    bucket, key = split_s3(uri_prefix)
+    client = client_from_env()
+    stale = [k for k in _list_keys(client, bucket, _dir_prefix(key), uri_prefix) if k not in keep]
+    if not stale:
+        return
+    with _wrapped("delete stale objects under", uri_prefix):
+        errors = list(client.remove_objects(bucket, [DeleteObject(k) for k in stale]))
+    if errors:
+        raise StorageError(f"delete stale objects under {uri_prefix} failed for "
+                           f"{[e.name for e in errors][:5]}")
+
+
+# --------------------------------------------------------------------------- high level
+
+def _has_object(client: Minio, bucket: str, key: str) -> bool:
+    try:
+        client.stat_object(bucket, key)
+        return True
+    except S3Error as err:
+        if _is_not_found(err):
+            return False
+        raise
+
+
+def _s3_kind(uri: str) -> str | None:
+    """'file' if an object has exactly this key, 'dir' if objects live under it as a prefix, else None."""
+    bucket, key = split_s3(uri)
+    client = client_from_env()
+    with _wrapped("stat", uri):
+        if key and not key.endswith("/") and _has_object(client, bucket, key):
+            return "file"
+        first = next(iter(client.list_objects(bucket, prefix=_dir_prefix(key), recursive=True)), None)
+    return "dir" if first is not None else None
+
+
+def localize(uri: str, cache_dir: str | Path | None = None) -> Path:
+    """A local path for `uri`: local paths as they are; S3 objects/prefixes downloaded to cache_dir.
+
+    An S3 URI is a file if an object has exactly that key, otherwise a directory prefix (checkpoints).
+    """
+    if not is_s3(uri):
+        return _local_path(uri)
+    bucket, key = split_s3(uri)
+    kind = _s3_kind(uri)
+    if kind is None:
+        raise StorageError(f"{uri}: nothing found (no object with key '{key}' and no objects "
+                           f"under that prefix in bucket '{bucket}')")
+    root = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="damoc-s3-"))
+    relative = f"{bucket}/{key.rstrip('/')}".rstrip("/")
+    target = _safe_join(root, relative, uri)
+    if kind == "file":
+        return download_file(uri, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Download beside the target and swap, so a stale earlier copy never mixes with new files.
+    staged = _sibling(target, "tmp")
+    try:
+        download_dir(uri, staged)
+        with _wrapped("localize", uri):
+            _swap_into_place(staged, target)
+    finally:
+        _remove(staged)
+    return target
+
+
+def publish(local: Path, uri: str) -> str:
+    """Put a local file or directory at `uri` (S3 upload, or local copy replacing what was there)."""
+    local = Path(local)
+    if not local.exists():
+        raise StorageError(f"publish to {uri} failed: {local} does not exist")
+    if is_s3(uri):
+        if local.is_dir():
+            # Upload first, then drop objects the new version no longer has: readers never see a gap.
+            _remove_stale(uri, _upload_dir_keys(local, uri))
+        else:
+            upload_file(local, uri)
+        return uri
+    _publish_local(local, _local_path(uri), uri)
+    return uri
+
+
+def _publish_local(src: Path, dest: Path, uri: str) -> None:
+    if dest.exists() and dest.resolve() == src.resolve():
+        return  # already written in place
+    if src.is_dir() and dest.resolve().is_relative_to(src.resolve()):
+        raise StorageError(f"publish to {uri} failed: destination is inside the source {src}")
+    with _wrapped("publish to", uri):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staged = _stage_copy(src, dest)
+        try:
+            _swap_into_place(staged, dest)
+        finally:
+            _remove(staged)
+
+
+def exists(uri: str) -> bool:
+    if not is_s3(uri):
+        return _local_path(uri).exists()
+    try:
+        kind = _s3_kind(uri)
+    except StorageError as err:
+        if "NoSuchBucket" in str(err):
+            return False
+        raise
+    return kind is not None
+
+
+def read_text(uri: str) -> str:
+    if not is_s3(uri):
+        with _wrapped("read", uri):
+            return _local_path(uri).read_text(encoding="utf-8")
+    bucket, key = _object_key(uri)
+    with _wrapped("read", uri):
+        response = client_from_env().get_object(bucket, key)
+        try:
+            return response.read().decode("utf-8")
+        finally:
+            response.close()
+            response.release_conn()
+
+
+def write_text(uri: str, text: str) -> None:
+    data = text.encode("utf-8")
+    if not is_s3(uri):
+        with _wrapped("write", uri):
+            _write_local_atomic(_local_path(uri), data)
+        return
+    bucket, key = _object_key(uri)
+    with _wrapped("write", uri):
+        client_from_env().put_object(bucket, key, BytesIO(data), len(data),
+                                     content_type="text/plain; charset=utf-8")

@@ -1,0 +1,37 @@
+"""Where a candidate's checkpoint comes from: a local directory, an s3:// prefix, or a hub id."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from damoc import storage
+from damoc.workflow.outcome import read_model_ref
+
+
+def model_cache_dir() -> Path:
+    root = os.environ.get("DAMOC_HOME") or str(Path.home() / ".cache" / "damoc")
+    return Path(root) / "models"
+
+
+def resolve_model_source(uri: str) -> str:
+    """A path or hub id that `from_pretrained` accepts. s3:// checkpoints are downloaded first."""
+    if storage.is_s3(uri):
+        bucket, key = storage.split_s3(uri)
+        dest = model_cache_dir() / bucket / key.strip("/")
+        if not (dest / "config.json").is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".download-"))
+            storage.download_dir(uri, tmp)
+            tmp.rename(dest)
+        return str(dest)
+    local = uri.removeprefix("file://")
+    if Path(local).exists():
+        return local
+    return uri  # a hub id: resolved by transformers on a cluster that can reach the hub
+
+
+def model_in_artifact(model_dir: Path) -> str:
+    """The checkpoint an upstream step produced: its own files, or the source it referred to."""
+    ref = read_model_ref(model_dir)
+    return resolve_model_source(ref["source"]) if ref else str(model_dir)

@@ -1,0 +1,16 @@
+"""Which stages run in a mode. Grid search is the same graph with the compression stages off."""
+from __future__ import annotations
+
+from damoc.config import RunConfig
+
+
+def filter_enabled(cfg: RunConfig) -> bool:
+    return cfg.mode == "damoc" and cfg.filter.method != "none" and cfg.filter.ratio < 1.0
+
+
+def compression_enabled(cfg: RunConfig) -> bool:
+    return cfg.mode == "damoc" and cfg.compression.enabled and cfg.compression.rate < 1.0
+
+
+def pruning_enabled(cfg: RunConfig) -> bool:
+    return cfg.mode == "damoc" and cfg.pruning.enabled
