@@ -27,7 +27,9 @@ def embed_texts(texts: Sequence[str], model_path: str | None = None, batch_size:
         model_path = default_embedding_model()
     model = _load_model(str(model_path))
     if len(texts) == 0:
-        return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
+        # sentence-transformers renamed the getter (old name deprecated); accept either.
+        dim_fn = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return np.zeros((0, dim_fn()), dtype=np.float32)
     emb = model.encode(list(texts), batch_size=batch_size, show_progress_bar=progress,
                        convert_to_numpy=True, normalize_embeddings=True)
     return np.ascontiguousarray(emb, dtype=np.float32)

@@ -1,6 +1,7 @@
 """Stage 2 compression: budget, word-level NLL scorer, iterative compression, gate and dataset stats."""
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -110,8 +111,9 @@ def test_word_nll_handles_empty_and_odd_text(scorer):
     assert values.shape == (3,) and np.all(np.isfinite(values)) and np.all(values > 0)
 
 
-def test_sliding_window_truncates_context_from_the_left(tiny_pair, scorer):
-    short = PerplexityScorer(str(tiny_pair[0]), max_length=16)
+def test_sliding_window_truncates_context_from_the_left(scorer):
+    short = copy.copy(scorer)  # same model, a 16-token window
+    short.max_length = 16
     ids = [short.tokenizer.bos_token_id] + short.tokenizer(_text(40), add_special_tokens=False)["input_ids"]
     assert len(ids) > 32
     nll = short.token_nll(ids)
@@ -225,7 +227,7 @@ def test_rewriter_hook_replaces_failures_that_then_pass(monkeypatch):
 
     def rewriter(failed_originals, failed_compressed, examples):
         seen["n"], seen["examples"] = len(failed_originals), examples
-        return [None, revised]
+        return [revised, None]
 
     final, fate = resolve_gate_failures(originals, compressed, [0.95, 0.2, 0.3], 0.9, rewriter)
     assert seen == {"n": 2, "examples": [compressed[0]]}

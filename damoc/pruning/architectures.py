@@ -96,7 +96,6 @@ def _builtin_dir() -> Path:
     return Path(str(resources.files("damoc.pruning").joinpath("architectures")))
 
 
-@lru_cache(maxsize=None)
 def _load_dir(directory: str) -> dict[str, ArchitectureSpec]:
     specs: dict[str, ArchitectureSpec] = {}
     for path in sorted(Path(directory).glob("*.json")):
@@ -108,9 +107,14 @@ def _load_dir(directory: str) -> dict[str, ArchitectureSpec]:
     return specs
 
 
+@lru_cache(maxsize=1)
+def _builtin_specs() -> dict[str, ArchitectureSpec]:
+    return _load_dir(str(_builtin_dir()))
+
+
 def load_specs(extra_dirs: list[str | Path] | None = None) -> dict[str, ArchitectureSpec]:
     """All known specs by model_type; files in `extra_dirs` override the built-in ones."""
-    specs = dict(_load_dir(str(_builtin_dir())))
+    specs = dict(_builtin_specs())
     for directory in extra_dirs or []:
         specs.update(_load_dir(str(Path(directory).resolve())))
     return specs

@@ -1,0 +1,31 @@
+import pytest
+
+from damoc.evaluation.metrics import bertscore_f1, normalize_answer, rouge_l, squad_f1, task_scores
+
+
+def test_squad_normalisation_and_f1_known_values():
+    assert normalize_answer("The  Eiffel-Tower!") == "eiffeltower"
+    assert squad_f1("the cat sat", "a cat sat on the mat") == pytest.approx(2 * 1.0 * 0.5 / 1.5)
+    assert squad_f1("Paris", "paris.") == 1.0
+    assert squad_f1("London", "Paris") == 0.0
+    assert squad_f1("", "") == 1.0 and squad_f1("x", "") == 0.0
+
+
+def test_rouge_l_known_value():
+    # LCS("the cat sat", "the cat sat on the mat") = 3; P = 1, R = 0.5
+    assert rouge_l(["the cat sat"], ["the cat sat on the mat"])[0] == pytest.approx(2 / 3)
+
+
+def test_bertscore_orders_paraphrase_above_unrelated():
+    same, para, other = bertscore_f1(["fever and cough", "a high fever with coughing", "the bridge is closed"],
+                                     ["fever and cough"] * 3)
+    assert same == pytest.approx(1.0, abs=1e-4) and same > para > other
+    assert bertscore_f1([""], ["x"]) == [0.0]
+
+
+def test_task_scores_combine_as_documented():
+    s = task_scores("qa_long", ["the fever lasts two days"], ["the fever lasts two days"])
+    assert s["score"] == pytest.approx((s["bertscore_f1"] + s["rouge_l"]) / 2) and s["rouge_l"] == 1.0
+    assert task_scores("extractive_qa", ["Paris"], ["paris"])["score"] == 1.0
+    with pytest.raises(ValueError):
+        task_scores("mmlu", [], [])

@@ -1,0 +1,52 @@
+import pytest
+
+from damoc.selection.agreement import compare_selections
+from damoc.selection.ranking import build_selection, rank_results
+from damoc.selection.report import render_report
+
+RESULTS = [
+    {"candidate": "b", "status": "ok", "score": 0.5, "train_seconds": 10.0},
+    {"candidate": "a", "status": "ok", "score": 0.7, "train_seconds": 20.0},
+    {"candidate": "c", "status": "failed", "score": None, "error": "train: OOM"},
+    {"candidate": "d", "status": "ok", "score": 0.5, "train_seconds": 5.0},
+]
+
+
+def test_ranking_orders_by_score_and_lists_failures_last():
+    ranking = rank_results(RESULTS)
+    assert [(r["candidate"], r["rank"], r["status"]) for r in ranking] == [
+        ("a", 1, "ok"), ("b", 2, "ok"), ("d", 3, "ok"), ("c", None, "failed")]
+    assert ranking[-1]["error"] == "train: OOM"
+
+
+def test_selection_document_has_the_contract_keys():
+    sel = build_selection(mode="damoc", metric="squad_f1", results=RESULTS, stage_seconds={"filter": 1.25},
+                          total_seconds=40.0, stats={"filter": {"n_out": 3}})
+    assert set(sel) == {"mode", "metric", "selected", "ranking", "cost", "stats"}
+    assert sel["selected"] == "a"
+    assert set(sel["cost"]) == {"stage_seconds", "train_seconds", "total_seconds"}
+    assert sel["cost"]["train_seconds"] == {"a": 20.0, "b": 10.0, "c": 0.0, "d": 5.0}
+    report = render_report(sel)
+    assert "| 1 | a | 0.7000 | ok |" in report and "train: OOM" in report and "### filter" in report
+
+
+def test_all_failed_selects_nothing():
+    sel = build_selection(mode="damoc", metric="m", results=[RESULTS[2]], stage_seconds={}, total_seconds=1.0,
+                          stats={})
+    assert sel["selected"] is None and "every candidate failed" in render_report(sel)
+
+
+def test_agreement_against_known_values():
+    def doc(scores, total):
+        res = [{"candidate": k, "status": "ok", "score": v, "train_seconds": total / 2} for k, v in scores.items()]
+        return build_selection(mode="x", metric="m", results=res, stage_seconds={}, total_seconds=total, stats={})
+
+    cheap = doc({"a": 3.0, "b": 2.0, "c": 1.0, "d": 0.0}, 10.0)
+    same = doc({"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.1}, 50.0)
+    swapped = doc({"a": 0.8, "b": 0.9, "c": 0.7, "d": 0.1}, 50.0)
+    r = compare_selections(cheap, same)
+    assert r["top1_agree"] and r["kendall_tau"] == pytest.approx(1.0) and r["wall_time_ratio"] == 5.0
+    r = compare_selections(cheap, swapped)
+    # one discordant pair of 6: tau = (5 - 1) / 6; spearman = 1 - 6*2/(4*15)
+    assert not r["top1_agree"]
+    assert r["kendall_tau"] == pytest.approx(4 / 6) and r["spearman_rho"] == pytest.approx(0.8)
