@@ -1,25 +1,25 @@
 """Per-candidate stages (inside the ParallelFor): prune+merge, fine-tune, evaluate."""
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.images import DAMOC_IMAGE
 
 
 @dsl.component(base_image=DAMOC_IMAGE, install_kfp_package=False)
-def prune_model(config_json: str, candidate: dict, calibration: Input[Dataset], model: Output[Model]) -> str:
+def prune_model(config: Input[Artifact], candidate: dict, calibration: Input[Dataset], model: Output[Model]) -> str:
     import json
     from pathlib import Path
 
     from damoc.config import RunConfig
     from damoc.workflow.candidate_steps import prune_step
 
-    stats = prune_step(RunConfig.model_validate_json(config_json), candidate, Path(calibration.path),
+    stats = prune_step(RunConfig.model_validate_json(Path(config.path).read_text()), candidate, Path(calibration.path),
                        Path(model.path))
     return json.dumps(stats, default=str)
 
 
 @dsl.component(base_image=DAMOC_IMAGE, install_kfp_package=False)
-def finetune_model(config_json: str, candidate: dict, base_model: Input[Model], train: Input[Dataset],
+def finetune_model(config: Input[Artifact], candidate: dict, base_model: Input[Model], train: Input[Dataset],
                    model: Output[Model]) -> str:
     import json
     from pathlib import Path
@@ -27,19 +27,19 @@ def finetune_model(config_json: str, candidate: dict, base_model: Input[Model], 
     from damoc.config import RunConfig
     from damoc.workflow.candidate_steps import finetune_step
 
-    stats = finetune_step(RunConfig.model_validate_json(config_json), candidate, Path(base_model.path),
+    stats = finetune_step(RunConfig.model_validate_json(Path(config.path).read_text()), candidate, Path(base_model.path),
                           Path(train.path), Path(model.path))
     return json.dumps(stats, default=str)
 
 
 @dsl.component(base_image=DAMOC_IMAGE, install_kfp_package=False)
-def evaluate_model(config_json: str, candidate: dict, model: Input[Model], eval_set: Input[Dataset]) -> str:
+def evaluate_model(config: Input[Artifact], candidate: dict, model: Input[Model], eval_set: Input[Dataset]) -> str:
     import json
     from pathlib import Path
 
     from damoc.config import RunConfig
     from damoc.workflow.candidate_steps import evaluate_step
 
-    result = evaluate_step(RunConfig.model_validate_json(config_json), candidate, Path(model.path),
+    result = evaluate_step(RunConfig.model_validate_json(Path(config.path).read_text()), candidate, Path(model.path),
                            Path(eval_set.path))
     return json.dumps(result, default=str)

@@ -1,7 +1,6 @@
 """Validate the pipeline parameters as a run configuration before any work starts."""
-from typing import NamedTuple
-
 from kfp import dsl
+from kfp.dsl import Artifact, Output
 
 from components.images import DAMOC_IMAGE
 
@@ -20,14 +19,17 @@ def validate_config(
     training_method: str, training_epochs: float, training_learning_rate: float, training_batch_size: int,
     training_max_length: int, training_seed: int, training_lora_r: int, training_lora_alpha: int,
     training_lora_dropout: float,
-    evaluation_max_new_tokens: int, evaluation_batch_size: int,
-) -> NamedTuple("ValidatedConfig", config_json=str, started_at=float):
+    evaluation_max_new_tokens: int, evaluation_batch_size: int, config: Output[Artifact],
+) -> float:
+    """Writes the validated configuration (JSON) and returns the run's start time (epoch seconds)."""
     args = dict(locals())  # first statement: exactly the parameters
+    args.pop("config")
     import time
-    from collections import namedtuple
+    from pathlib import Path
 
     from damoc.config import from_pipeline_arguments
 
     cfg = from_pipeline_arguments(args)
-    out = namedtuple("ValidatedConfig", ["config_json", "started_at"])
-    return out(cfg.model_dump_json(), time.time())
+    Path(config.path).write_text(cfg.model_dump_json(indent=2))
+    config.metadata.update({"mode": cfg.mode, "candidates": len(cfg.candidates)})
+    return time.time()

@@ -2,13 +2,13 @@
 from typing import List
 
 from kfp import dsl
-from kfp.dsl import Artifact, Markdown, Metrics, Output
+from kfp.dsl import Artifact, Input, Markdown, Metrics, Output
 
 from components.images import DAMOC_IMAGE
 
 
 @dsl.component(base_image=DAMOC_IMAGE, install_kfp_package=False)
-def rank_candidates(config_json: str, results: List[str], data_stats: str, filter_stats: str,
+def rank_candidates(config: Input[Artifact], results: List[str], data_stats: str, filter_stats: str,
                     compression_stats: str, started_at: float, output_uri: str,
                     selection: Output[Artifact], report: Output[Markdown], metrics: Output[Metrics]) -> str:
     import json
@@ -19,7 +19,7 @@ def rank_candidates(config_json: str, results: List[str], data_stats: str, filte
 
     stage_stats = {"prepare": json.loads(data_stats), "filter": json.loads(filter_stats),
                    "compress": json.loads(compression_stats)}
-    doc = rank_step(RunConfig.model_validate_json(config_json), results, stage_stats, started_at,
+    doc = rank_step(RunConfig.model_validate_json(Path(config.path).read_text()), results, stage_stats, started_at,
                     Path(selection.path), Path(report.path), output_uri)
     for row in doc["ranking"]:
         if row["score"] is not None:

@@ -221,7 +221,7 @@ _SECTIONS = ("data", "filter", "compression", "pruning", "training", "evaluation
 
 def to_pipeline_arguments(cfg: RunConfig) -> dict[str, Any]:
     """Flatten a config to the pipeline's parameters: section_key (data.fields.x -> data_field_x)."""
-    args: dict[str, Any] = {"mode": cfg.mode, "candidates": [c.model_dump() for c in cfg.candidates]}
+    args: dict[str, Any] = {"mode": cfg.mode, "candidates": [c.model_dump(exclude_none=True) for c in cfg.candidates]}
     for section in _SECTIONS:
         for key, value in getattr(cfg, section).model_dump().items():
             if key == "fields":

@@ -12,6 +12,10 @@ from components.data import compress_data, filter_data, prepare_data
 from components.rank import rank_candidates
 
 PIPELINE_NAME = "damoc-selection"
+# Accelerator settings are compile-time constants: kfp.local (2.17) cannot resolve pipeline parameters
+# used in resource fields inside a ParallelFor, and the local run must execute this same function.
+ACCELERATOR_TYPE = "nvidia.com/gpu"
+TRAIN_ACCELERATORS = 1
 GPU_TOLERATION_KEY = "nvidia.com/gpu"
 NON_ROOT_UID = 1000
 
@@ -37,8 +41,6 @@ def damoc_pipeline(
     mode: str = "damoc",
     output_uri: str = "",
     s3_secret_name: str = "s3-credentials",
-    train_accelerator_type: str = "nvidia.com/gpu",
-    train_accelerator_count: int = 1,
     data_task: str = "qa_long",
     data_field_instruction: str = "instruction",
     data_field_input: str = "input",
@@ -92,32 +94,32 @@ def damoc_pipeline(
         training_lora_dropout=training_lora_dropout, evaluation_max_new_tokens=evaluation_max_new_tokens,
         evaluation_batch_size=evaluation_batch_size,
     ).set_display_name("validate config"), s3_secret_name)
-    cfg = config.outputs["config_json"]
+    cfg = config.outputs["config"]
 
-    data = _harden(prepare_data(config_json=cfg).set_display_name("load + validate data"), s3_secret_name)
-    filtered = _harden(filter_data(config_json=cfg, train=data.outputs["train"]).set_display_name("filter"),
+    data = _harden(prepare_data(config=cfg).set_display_name("load + validate data"), s3_secret_name)
+    filtered = _harden(filter_data(config=cfg, train=data.outputs["train"]).set_display_name("filter"),
                        s3_secret_name)
-    compressed = _harden(compress_data(config_json=cfg, train=filtered.outputs["selected"])
+    compressed = _harden(compress_data(config=cfg, train=filtered.outputs["selected"])
                          .set_display_name("compress tokens"), s3_secret_name)
 
     with dsl.ParallelFor(candidates, name="per-candidate") as candidate:
-        pruned = _harden(prune_model(config_json=cfg, candidate=candidate, calibration=filtered.outputs["selected"])
+        pruned = _harden(prune_model(config=cfg, candidate=candidate, calibration=filtered.outputs["selected"])
                          .set_display_name("prune + merge layers"), s3_secret_name)
-        trained = _harden(finetune_model(config_json=cfg, candidate=candidate, base_model=pruned.outputs["model"],
+        trained = _harden(finetune_model(config=cfg, candidate=candidate, base_model=pruned.outputs["model"],
                                          train=compressed.outputs["compressed"])
                           .set_display_name("fine-tune"), s3_secret_name)
-        trained.set_accelerator_type(train_accelerator_type).set_accelerator_limit(train_accelerator_count)
+        trained.set_accelerator_type(ACCELERATOR_TYPE).set_accelerator_limit(TRAIN_ACCELERATORS)
         trained.set_cpu_request("4").set_memory_request("32G")
         kubernetes.add_toleration(trained, key=GPU_TOLERATION_KEY, operator="Exists", effect="NoSchedule")
-        evaluated = _harden(evaluate_model(config_json=cfg, candidate=candidate, model=trained.outputs["model"],
+        evaluated = _harden(evaluate_model(config=cfg, candidate=candidate, model=trained.outputs["model"],
                                            eval_set=data.outputs["eval_set"])
                             .set_display_name("evaluate"), s3_secret_name)
-        evaluated.set_accelerator_type(train_accelerator_type).set_accelerator_limit(1)
+        evaluated.set_accelerator_type(ACCELERATOR_TYPE).set_accelerator_limit(1)
         kubernetes.add_toleration(evaluated, key=GPU_TOLERATION_KEY, operator="Exists", effect="NoSchedule")
 
     ranked = _harden(rank_candidates(
-        config_json=cfg, results=dsl.Collected(evaluated.outputs["Output"]), data_stats=data.outputs["Output"],
+        config=cfg, results=dsl.Collected(evaluated.outputs["Output"]), data_stats=data.outputs["Output"],
         filter_stats=filtered.outputs["Output"], compression_stats=compressed.outputs["Output"],
-        started_at=config.outputs["started_at"], output_uri=output_uri,
+        started_at=config.outputs["Output"], output_uri=output_uri,
     ).set_display_name("rank + report"), s3_secret_name)
     return ranked.outputs["Output"]

@@ -86,7 +86,7 @@ def test_pipeline_signature_mirrors_config_defaults():
         assert params[key].annotation is type(default), key
     config_keys = set(pipeline_defaults()) | {"mode", "candidates", "data_train", "data_eval"}
     extra = set(params) - config_keys
-    assert extra == {"output_uri", "s3_secret_name", "train_accelerator_type", "train_accelerator_count"}
+    assert extra == {"output_uri", "s3_secret_name"}
 
 
 def test_validate_component_accepts_exactly_the_config_keys():
@@ -95,5 +95,5 @@ def test_validate_component_accepts_exactly_the_config_keys():
     from components.config import validate_config
 
     params = set(inspect.signature(validate_config.python_func).parameters)
-    assert params == set(pipeline_defaults()) | {"mode", "candidates", "data_train", "data_eval"}
+    assert params == set(pipeline_defaults()) | {"mode", "candidates", "data_train", "data_eval", "config"}
     assert isinstance(RunConfig.model_json_schema(), dict)

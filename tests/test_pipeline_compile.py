@@ -35,7 +35,7 @@ def test_fan_out_fan_in_and_accelerators():
     rank_in = root_tasks["rank-candidates"]["inputs"]["parameters"]["results"]
     assert rank_in["taskOutputParameter"]["producerTask"] == loop_name
     train_exec = spec["deploymentSpec"]["executors"]["exec-finetune-model"]["container"]
-    assert train_exec["resources"]["accelerator"]["resourceType"].startswith("{{$.inputs.parameters")
+    assert train_exec["resources"]["accelerator"] == {"resourceCount": "1", "resourceType": "nvidia.com/gpu"}
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     tolerations = k8s["exec-finetune-model"]["tolerations"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations

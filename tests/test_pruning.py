@@ -93,12 +93,10 @@ def test_prune_checkpoint_merges_task_vectors_into_receiver(tiny_pair, tmp_path)
 
 @pytest.mark.parametrize("model_type", FAMILIES)
 def test_drop_layers_in_memory_renumbers_kv_cache_indices(model_type, tiny_tokenizer_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     common = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    from transformers import AutoConfig
-
     if model_type == "gpt2":
         config = AutoConfig.for_model("gpt2", n_embd=64, n_layer=5, n_head=2, **common)
     elif model_type == "gpt_neox":

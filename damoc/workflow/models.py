@@ -28,6 +28,9 @@ def resolve_model_source(uri: str) -> str:
     local = uri.removeprefix("file://")
     if Path(local).exists():
         return local
+    if uri.startswith(("/", ".", "~", "file://")) or uri.count("/") > 1:
+        raise FileNotFoundError(f"checkpoint not found: {uri} (a local directory, s3://bucket/prefix, "
+                                "or a hub id like org/name)")
     return uri  # a hub id: resolved by transformers on a cluster that can reach the hub
 
 

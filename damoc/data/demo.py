@@ -1,0 +1,467 @@
+"""Deterministic demo data: two domain tasks for the quickstart, plus generic text for the tiny zoo.
+
+- `qa_long`: long-answer Q&A over a fictional medical knowledge base generated from the seed. Every answer
+  is fixed by the facts the question asks about, so a model can learn it from the training rows; eval
+  questions ask about facts the training rows cover, in another wording or combined with a second fact.
+- `extractive_qa`: reading comprehension whose answer is an exact span of a 2-4 sentence context. The
+  question repeats the words that stand right before the answer in the context ("X was born in which
+  town?" / "X was born in Tolvik."), so a tiny model only has to find that phrase and copy what follows.
+
+`generic_text` / `generic_instructions` feed the zoo's pretraining and instruction tuning: general-domain
+text with copy-style passages, and copy/list/lookup instructions. They never contain the demo tasks'
+facts, so the chat models know the prompt format but not the answers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+TASKS = ("qa_long", "extractive_qa")
+
+QA_LONG_INSTRUCTION = "Answer the medical question in a few sentences."
+EXTRACTIVE_INSTRUCTION = "Answer the question with a short span copied from the context."
+
+# ----------------------------------------------------------------------------------------------------
+# shared vocabulary
+_SYLLABLES = ("ka", "lo", "mer", "vin", "tar", "sel", "do", "ran", "pel", "zu", "mo", "ther", "bal",
+              "cor", "nes", "ti", "vra", "len", "os", "quin", "fal", "ri", "gon", "ash", "ber", "lum")
+_FIRST_NAMES = ("Anna", "Tomas", "Lena", "Marek", "Sofia", "Jonas", "Clara", "Pavel", "Ines", "Oskar",
+                "Nora", "Felix", "Mira", "Hugo", "Elsa", "Viktor", "Ida", "Bruno", "Alma", "Kasper",
+                "Rosa", "Emil", "Vera", "Anton", "Lotte", "Milan", "Greta", "Otto", "Nadia", "Leon")
+_LAST_NAMES = ("Berg", "Verin", "Holm", "Castell", "Dorn", "Ferrand", "Galvez", "Hartley", "Ivers",
+               "Jansky", "Kovar", "Lindqvist", "Moreau", "Novak", "Olsen", "Petrov", "Quist", "Rinaldi",
+               "Strand", "Toller", "Ulrich", "Vasquez", "Wendt", "Yarrow", "Zeller", "Abbot", "Brandt",
+               "Crane", "Dahl", "Engel")
+_NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def _word(rng: random.Random, parts: int) -> str:
+    return "".join(rng.choice(_SYLLABLES) for _ in range(parts)).capitalize()
+
+
+def _unique_words(rng: random.Random, n: int, parts: tuple[int, ...], taken: set[str]) -> list[str]:
+    out: list[str] = []
+    while len(out) < n:
+        w = _word(rng, rng.choice(parts))
+        if w not in taken and len(w) >= 4:
+            taken.add(w)
+            out.append(w)
+    return out
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+# ----------------------------------------------------------------------------------------------------
+# qa_long: fictional medical knowledge base
+_ORGANS = ("liver", "kidneys", "lungs", "skin", "heart", "joints", "stomach", "eyes", "nerves", "blood",
+           "bones", "thyroid gland")
+_SYMPTOMS = ("fever", "joint pain", "a dry cough", "night sweats", "blurred vision", "a skin rash", "fatigue",
+             "headaches", "nausea", "muscle cramps", "shortness of breath", "weight loss", "dizziness",
+             "swollen ankles", "chest pain", "itching", "pale skin", "a fast heartbeat", "back pain",
+             "loss of appetite", "tingling in the hands", "yellow eyes", "sore throat", "chills")
+_CAUSES = ("a virus spread by ticks", "a shortage of vitamin K", "an inherited enzyme defect",
+           "long exposure to grain dust", "an autoimmune reaction", "a bacterial infection",
+           "a parasite found in river water", "a fungal spore in damp buildings", "a blocked bile duct",
+           "a faulty thyroid hormone receptor", "a lack of dietary iron", "a reaction to mould toxins")
+_SPREAD = ("It is not contagious.", "It can pass between people through close contact.",
+           "It often runs in families.", "It is more common in wet seasons.",
+           "It develops slowly over several years.", "It usually starts after a minor injury.")
+_RISK_GROUPS = ("older adults", "children under five", "farm workers", "pregnant women", "smokers",
+                "long-distance runners", "people with diabetes", "night-shift workers", "miners",
+                "people over sixty")
+_TESTS = (("a blood test", "a raised white cell count"), ("a chest X-ray", "cloudy patches in the lungs"),
+          ("a skin biopsy", "swollen sweat glands"), ("an ultrasound scan", "an enlarged organ"),
+          ("a urine test", "high protein levels"), ("an eye exam", "small bleeds in the retina"),
+          ("a stool culture", "parasite eggs"), ("a nerve conduction test", "slowed nerve signals"),
+          ("a bone density scan", "thin bone tissue"), ("a liver panel", "high liver enzymes"))
+_DOSES = ("5 mg", "10 mg", "20 mg", "25 mg", "40 mg", "50 mg", "100 mg", "200 mg", "250 mg", "500 mg")
+_FREQUENCIES = ("once daily", "twice daily", "every eight hours", "once a week")
+_DURATIONS = ("five days", "ten days", "two weeks", "four weeks", "three months", "six months")
+_RECOVERY = ("within two weeks", "within a month", "within three months", "after about six months")
+_OUTCOMES = ("Most patients recover fully.", "About one in five patients has a relapse.",
+             "Without treatment it can cause lasting damage.", "The condition is lifelong but well controlled.",
+             "Complications are rare in healthy adults.", "Children usually recover faster than adults.")
+_DRUG_SUFFIXES = ("mab", "ril", "zole", "cillin", "statin", "vir", "pam", "dronate", "olol", "mycin")
+_DRUG_CLASSES = ("an antiviral", "an antibiotic", "an antifungal", "a beta blocker", "a steroid",
+                 "an enzyme replacement", "a vitamin supplement", "an immune suppressant", "an antiparasitic",
+                 "a hormone analogue")
+_SIDE_EFFECTS = ("mild nausea", "drowsiness", "a metallic taste", "headaches", "dry mouth", "skin sensitivity to sunlight",
+                 "low blood pressure", "muscle aches", "loss of appetite", "ringing in the ears")
+_ADVICE = ("take it with food", "avoid alcohol during the course", "drink plenty of water",
+           "avoid driving until they know how it affects them", "have their blood checked every month",
+           "stay out of strong sunlight")
+_COND_SUFFIXES = ("syndrome", "fever", "disease", "palsy", "anaemia", "sclerosis", "pox", "disorder")
+
+_CONDITION_KINDS = ("symptoms", "cause", "risk", "diagnosis", "treatment", "prognosis")
+_DRUG_KINDS = ("use", "side_effects")
+
+# question wordings per kind; {x} is the condition or drug name
+_QUESTIONS: dict[str, tuple[str, ...]] = {
+    "symptoms": ("What are the symptoms of {x}?", "How does {x} present?", "Which signs suggest {x}?",
+                 "What symptoms does {x} cause?", "How would I know if I had {x}?",
+                 "What do patients with {x} notice first?"),
+    "cause": ("What causes {x}?", "Why do people get {x}?", "What is the cause of {x}?",
+              "Where does {x} come from?", "What triggers {x}?", "How does someone develop {x}?"),
+    "risk": ("Who is most at risk of {x}?", "Which people usually get {x}?", "Who tends to develop {x}?",
+             "Is anyone especially likely to get {x}?", "Which group is most affected by {x}?",
+             "Who should watch out for {x}?"),
+    "diagnosis": ("How is {x} diagnosed?", "Which test confirms {x}?", "How do doctors detect {x}?",
+                  "What test is used for {x}?", "How can {x} be confirmed?", "How is {x} identified?"),
+    "treatment": ("How is {x} treated?", "What is the treatment for {x}?", "Which drug is used for {x}?",
+                  "How do doctors manage {x}?", "What medicine helps with {x}?", "What is the dose for {x}?"),
+    "prognosis": ("What is the outlook for {x}?", "Do people recover from {x}?", "What is the prognosis of {x}?",
+                  "How long does {x} last?", "Will {x} go away?", "What happens to patients with {x}?"),
+    "use": ("What is {x} used for?", "What does {x} treat?", "When is {x} prescribed?",
+            "What kind of drug is {x}?", "Why would a doctor give {x}?"),
+    "side_effects": ("What are the side effects of {x}?", "Is {x} safe to take?", "What should I know before taking {x}?",
+                     "Does {x} have side effects?", "What are the risks of {x}?"),
+}
+_COMBINED = ("{a} Also, {b_lower}", "{a} And {b_lower}", "Two questions: {a} {b}")
+
+
+def _build_kb(rng: random.Random, n_conditions: int, n_drugs: int) -> tuple[list[dict], list[dict]]:
+    taken: set[str] = set()
+    drug_names = [w.lower().capitalize() + rng.choice(_DRUG_SUFFIXES)
+                  for w in _unique_words(rng, n_drugs, (2,), taken)]
+    drugs = [{"name": name, "class": rng.choice(_DRUG_CLASSES), "side": rng.choice(_SIDE_EFFECTS),
+              "advice": rng.choice(_ADVICE), "treats": []} for name in drug_names]
+    conditions = []
+    for base in _unique_words(rng, n_conditions, (2, 3), taken):
+        drug = drugs[len(conditions) % n_drugs]  # round-robin so every drug treats some condition
+        test, finding = rng.choice(_TESTS)
+        cond = {"name": f"{base} {rng.choice(_COND_SUFFIXES)}", "organ": rng.choice(_ORGANS),
+                "symptoms": rng.sample(_SYMPTOMS, 3), "cause": rng.choice(_CAUSES), "spread": rng.choice(_SPREAD),
+                "risk": rng.sample(_RISK_GROUPS, 2), "test": test, "finding": finding, "drug": drug["name"],
+                "dose": rng.choice(_DOSES), "freq": rng.choice(_FREQUENCIES), "duration": rng.choice(_DURATIONS),
+                "recovery": rng.choice(_RECOVERY), "outcome": rng.choice(_OUTCOMES)}
+        drug["treats"].append(cond["name"])
+        conditions.append(cond)
+    return conditions, drugs
+
+
+def _condition_answer(c: dict, kind: str) -> list[str]:
+    """The 2 sentences answering one kind of question about condition c (fixed wording: learnable)."""
+    n = c["name"]
+    if kind == "symptoms":
+        return [f"{n} usually presents with {_join(c['symptoms'])}.", f"It mainly affects the {c['organ']}."]
+    if kind == "cause":
+        return [f"{n} is caused by {c['cause']}.", c["spread"]]
+    if kind == "risk":
+        return [f"{n} is most common in {c['risk'][0]} and {c['risk'][1]}.",
+                f"These groups should see a doctor early if they notice {c['symptoms'][0]}."]
+    if kind == "diagnosis":
+        return [f"{n} is diagnosed with {c['test']}.", f"The test typically shows {c['finding']}."]
+    if kind == "treatment":
+        return [f"{n} is treated with {c['drug']} {c['dose']} {c['freq']} for {c['duration']}.",
+                f"Most patients feel better {c['recovery']}."]
+    if kind == "prognosis":
+        return [f"Patients with {n} usually improve {c['recovery']} of starting treatment.", c["outcome"]]
+    raise ValueError(kind)
+
+
+def _drug_answer(d: dict, kind: str) -> list[str]:
+    n = d["name"]
+    if kind == "use":
+        return [f"{n} is {d['class']}.", f"It is used to treat {_join(d['treats'])}."]
+    if kind == "side_effects":
+        return [f"The main side effect of {n} is {d['side']}.", f"Patients taking it should {d['advice']}."]
+    raise ValueError(kind)
+
+
+def _qa_long_pool(rng: random.Random, n_needed: int) -> list[tuple[tuple, dict]]:
+    """Every distinct question the knowledge base supports, as (fact keys, row)."""
+    # size the KB so the pool holds enough distinct questions (~60 per condition with drugs and pairs)
+    n_conditions = max(12, -(-n_needed // 50))
+    conditions, drugs = _build_kb(rng, n_conditions, max(4, n_conditions // 2))
+    pool: list[tuple[tuple, dict]] = []
+
+    def add(keys: tuple, question: str, sentences: list[str]) -> None:
+        pool.append((keys, {"instruction": QA_LONG_INSTRUCTION, "input": question, "output": " ".join(sentences)}))
+
+    for c in conditions:
+        for kind in _CONDITION_KINDS:
+            for q in _QUESTIONS[kind]:
+                add(((c["name"], kind),), q.format(x=c["name"]), _condition_answer(c, kind))
+        # combined questions: two facts, 4 sentences; one random wording per kind pair
+        for i, ka in enumerate(_CONDITION_KINDS):
+            for kb in _CONDITION_KINDS[i + 1:]:
+                qa = rng.choice(_QUESTIONS[ka]).format(x=c["name"])
+                qb = rng.choice(_QUESTIONS[kb]).format(x="it")
+                question = rng.choice(_COMBINED).format(a=qa, b=qb, b_lower=qb[0].lower() + qb[1:])
+                add(((c["name"], ka), (c["name"], kb)), question,
+                    _condition_answer(c, ka) + _condition_answer(c, kb))
+    for d in drugs:
+        for kind in _DRUG_KINDS:
+            for q in _QUESTIONS[kind]:
+                add(((d["name"], kind),), q.format(x=d["name"]), _drug_answer(d, kind))
+    return pool
+
+
+def _split_pool(rng: random.Random, pool: list[tuple[tuple, dict]], n_train: int,
+                n_eval: int) -> tuple[list[dict], list[dict]]:
+    """Train covers every fact once (anchors) where n_train allows; eval asks only about covered facts,
+    never with a question that appears in train."""
+    rng.shuffle(pool)
+    anchors, rest, seen = [], [], set()
+    for keys, row in pool:
+        if len(keys) == 1 and keys[0] not in seen and len(anchors) < n_train:
+            seen.add(keys[0])
+            anchors.append(row)
+        else:
+            rest.append((keys, row))
+    eval_rows = [row for keys, row in rest if all(k in seen for k in keys)][:n_eval]
+    eval_inputs = {r["input"] for r in eval_rows}
+    fill = [row for _, row in rest if row["input"] not in eval_inputs]
+    train = anchors + fill[: max(0, n_train - len(anchors))]
+    while len(train) < n_train and fill:  # only when the pool is exhausted: repeat training rows
+        train.append(fill[(len(train) - len(anchors)) % len(fill)])
+    rng.shuffle(train)
+    return train[:n_train], eval_rows
+
+
+def _generate_qa_long(n_train: int, n_eval: int, seed: int) -> tuple[list[dict], list[dict]]:
+    rng = random.Random(f"qa_long:{seed}")
+    return _split_pool(rng, _qa_long_pool(rng, n_train + n_eval), n_train, n_eval)
+
+
+# ----------------------------------------------------------------------------------------------------
+# extractive_qa: each relation = (sentence with {s} subject and {a} answer, question reusing the words
+# right before the answer, answer generator)
+_JOBS = ("baker", "teacher", "pilot", "nurse", "carpenter", "lawyer", "farmer", "painter", "chemist", "tailor",
+         "fisherman", "librarian", "mechanic", "gardener", "surgeon", "miller")
+_THINGS = ("old bridge", "glass market", "cheese fair", "stone tower", "river festival", "blue harbour",
+           "clock museum", "rose gardens", "salt mines", "wooden church")
+_PRODUCTS = ("bicycles", "paper lamps", "garden tools", "wool coats", "tin toys", "solar panels", "fishing nets",
+             "leather boots", "kitchen knives", "clay pots", "sailing boats", "violins")
+
+
+def _person(rng: random.Random) -> str:
+    return f"{rng.choice(_FIRST_NAMES)} {rng.choice(_LAST_NAMES)}"
+
+
+def _place(rng: random.Random) -> str:
+    return _word(rng, rng.choice((2, 3)))
+
+
+_Relation = tuple[str, str, Callable[[random.Random], str]]
+_RELATIONS: dict[str, tuple[_Relation, ...]] = {
+    "person": (
+        ("{s} was born in {a}.", "{s} was born in which town?", _place),
+        ("{s} works as a {a}.", "{s} works as a what?", lambda r: r.choice(_JOBS)),
+        ("{s} is {a} years old.", "{s} is how many years old?", lambda r: str(r.randint(18, 90))),
+        ("{s} is married to {a}.", "{s} is married to whom?", _person),
+        ("{s} lives on {a} Street.", "{s} lives on which street?", _place),
+        ("{s} moved to the city in {a}.", "{s} moved to the city in which year?", lambda r: str(r.randint(1950, 2024))),
+    ),
+    "town": (
+        ("The town of {s} lies on the river {a}.", "The town of {s} lies on the river called what?", _place),
+        ("{s} has a population of {a}.", "{s} has a population of how many?", lambda r: str(r.randint(800, 90000))),
+        ("{s} was founded in {a}.", "{s} was founded in which year?", lambda r: str(r.randint(900, 1900))),
+        ("The mayor of {s} is {a}.", "The mayor of {s} is who?", _person),
+        ("{s} is famous for its {a}.", "{s} is famous for its what?", lambda r: r.choice(_THINGS)),
+    ),
+    "company": (
+        ("{s} was founded by {a}.", "{s} was founded by whom?", _person),
+        ("{s} makes {a}.", "{s} makes what?", lambda r: r.choice(_PRODUCTS)),
+        ("{s} has {a} employees.", "{s} has how many employees?", lambda r: str(r.randint(12, 5000))),
+        ("The head office of {s} is in {a}.", "The head office of {s} is in which town?", _place),
+    ),
+}
+_SUBJECTS: dict[str, Callable[[random.Random], str]] = {
+    "person": _person,
+    "town": _place,
+    "company": lambda r: f"{_word(r, 2)} {r.choice(('Works', 'Company', 'Brothers', 'Industries'))}",
+}
+
+
+def _extractive_row(rng: random.Random) -> dict:
+    while True:
+        family = rng.choice(tuple(_RELATIONS))
+        subject = _SUBJECTS[family](rng)
+        relations = rng.sample(_RELATIONS[family], rng.randint(2, min(4, len(_RELATIONS[family]))))
+        answers = [gen(rng) for _, _, gen in relations]
+        sentences = [tpl.format(s=subject, a=a) for (tpl, _, _), a in zip(relations, answers)]
+        context = " ".join(sentences)
+        pick = rng.randrange(len(relations))
+        answer = answers[pick]
+        # the answer must be an unambiguous span: exactly one occurrence, not inside the subject
+        if context.count(answer) == 1 and answer not in subject:
+            question = relations[pick][1].format(s=subject)
+            return {"instruction": EXTRACTIVE_INSTRUCTION, "input": f"Context: {context}\nQuestion: {question}",
+                    "output": answer}
+
+
+def _generate_extractive(n_train: int, n_eval: int, seed: int) -> tuple[list[dict], list[dict]]:
+    rng = random.Random(f"extractive_qa:{seed}")
+    rows, seen = [], set()
+    attempts = 0
+    while len(rows) < n_train + n_eval:
+        attempts += 1
+        if attempts > 50 * (n_train + n_eval) + 1000:
+            raise RuntimeError("extractive_qa: could not generate enough distinct rows")
+        row = _extractive_row(rng)
+        if row["input"] not in seen:
+            seen.add(row["input"])
+            rows.append(row)
+    return rows[:n_train], rows[n_train:]
+
+
+_GENERATORS = {"qa_long": _generate_qa_long, "extractive_qa": _generate_extractive}
+
+
+def generate(task: str, n_train: int = 3000, n_eval: int = 300, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(train, eval) rows with keys instruction/input/output; the same arguments give the same rows."""
+    if task not in _GENERATORS:
+        raise ValueError(f"unknown demo task {task!r}; choose one of {', '.join(TASKS)}")
+    if n_train < 1 or n_eval < 0:
+        raise ValueError("n_train must be >= 1 and n_eval >= 0")
+    return _GENERATORS[task](n_train, n_eval, seed)
+
+
+def _write_jsonl_atomic(rows: list[dict], path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)  # readers see the old file or the whole new one, never half of it
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_demo(task: str, out_dir: str | Path, n_train: int = 3000, n_eval: int = 300,
+               seed: int = 0) -> dict[str, Path]:
+    """Write `train.jsonl` and `eval.jsonl` for a demo task into out_dir; returns {"train": .., "eval": ..}."""
+    train, eval_rows = generate(task, n_train=n_train, n_eval=n_eval, seed=seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"train": out / "train.jsonl", "eval": out / "eval.jsonl"}
+    _write_jsonl_atomic(train, paths["train"])
+    _write_jsonl_atomic(eval_rows, paths["eval"])
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------------
+# generic text and instructions for the zoo (general domain; no demo-task facts)
+_NOUNS = ("apple", "basket", "river", "window", "garden", "letter", "bicycle", "lamp", "ship", "kettle",
+          "book", "coat", "bridge", "market", "horse", "candle", "clock", "mountain", "road", "song",
+          "table", "door", "train", "cloud", "stone", "bird", "field", "boat", "key", "cup")
+_ADJECTIVES = ("red", "small", "old", "quiet", "bright", "heavy", "green", "warm", "cold", "tall", "narrow",
+               "wooden", "new", "dark", "blue", "soft", "round", "yellow", "long", "happy")
+_VERBS = ("found", "carried", "painted", "opened", "watched", "cleaned", "sold", "bought", "mended", "lost",
+          "built", "moved", "borrowed", "counted", "visited", "followed")
+_PLACES = ("the market", "the station", "the library", "the harbour", "the farm", "the school", "the bakery",
+           "the square", "the park", "the village", "the museum", "the kitchen")
+_ANIMALS = (("cat", "houses"), ("fox", "forests"), ("duck", "ponds"), ("goat", "hills"), ("owl", "woods"),
+            ("frog", "marshes"), ("seal", "cold seas"), ("camel", "deserts"), ("bee", "meadows"), ("crab", "beaches"))
+_COLOURS = ("red", "blue", "green", "yellow", "white", "black", "orange", "purple", "grey", "brown")
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_SEASONS = ("spring", "summer", "autumn", "winter")
+
+
+def _phrase(rng: random.Random) -> str:
+    return f"the {rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)}"
+
+
+def _sentence(rng: random.Random) -> str:
+    name = rng.choice(_FIRST_NAMES)
+    kind = rng.randrange(6)
+    if kind == 0:
+        return f"{name} {rng.choice(_VERBS)} {_phrase(rng)} near {rng.choice(_PLACES)}."
+    if kind == 1:
+        animal, home = rng.choice(_ANIMALS)
+        return f"The {animal} is an animal that lives in {home}."
+    if kind == 2:
+        d = rng.randrange(7)
+        return f"After {_DAYS[d]} comes {_DAYS[(d + 1) % 7]}."
+    if kind == 3:
+        s = rng.randrange(4)
+        return f"After {_SEASONS[s]} comes {_SEASONS[(s + 1) % 4]}."
+    if kind == 4:
+        return f"On {rng.choice(_DAYS)} {name} went to {rng.choice(_PLACES)} with {rng.choice(_FIRST_NAMES)}."
+    return f"{name} has {rng.choice(_NUMBER_WORDS)} {rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)}s."
+
+
+def _copy_passage(rng: random.Random) -> str:
+    """Passages whose second half repeats or looks up the first: they teach the model to copy from context."""
+    kind = rng.randrange(5)
+    name, other = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
+    if kind == 0:
+        s = _sentence(rng)
+        return f"{name} said: \"{s}\" Then {other} said it again: \"{s}\""
+    if kind == 1:
+        items = rng.sample(_NOUNS, rng.randint(3, 5))
+        return f"The list was {', '.join(items)}. Once more, the list was {', '.join(items)}."
+    if kind == 2:
+        facts = [(n, _phrase(rng)) for n in rng.sample(_FIRST_NAMES, 3)]
+        who, what = rng.choice(facts)
+        told = " ".join(f"{n} has {p}." for n, p in facts)
+        return f"{told} What does {who} have? {who} has {what}."
+    if kind == 3:
+        place = _word(rng, rng.choice((2, 3)))
+        year = rng.randint(1500, 2020)
+        return f"The village of {place} was built in {year}. So {place} was built in {year}."
+    start = rng.randrange(5)
+    return "Counting: " + " ".join(_NUMBER_WORDS[start:start + rng.randint(3, 5)]) + "."
+
+
+def generic_text(n_words: int, seed: int = 0) -> list[str]:
+    """General-domain paragraphs (about a third copy-style) totalling at least n_words words."""
+    rng = random.Random(f"generic_text:{seed}")
+    docs, total = [], 0
+    while total < n_words:
+        parts = [_copy_passage(rng) if rng.random() < 0.35 else _sentence(rng) for _ in range(rng.randint(3, 7))]
+        doc = " ".join(parts)
+        docs.append(doc)
+        total += len(doc.split())
+    return docs
+
+
+def _instruction_row(rng: random.Random) -> dict:
+    kind = rng.randrange(8)
+    words = rng.sample(_ADJECTIVES + _NOUNS, rng.randint(3, 7))  # distinct: lookups are unambiguous
+    text = " ".join(words)
+    if kind == 0:
+        return {"instruction": "Repeat the input exactly.", "input": _sentence(rng), "output": None}
+    if kind == 1:
+        return {"instruction": "Give the last word of the input.", "input": text, "output": words[-1]}
+    if kind == 2:
+        return {"instruction": "Give the first word of the input.", "input": text, "output": words[0]}
+    if kind == 3:
+        cols = rng.sample(_COLOURS, rng.randint(2, 4))
+        filler = [f"{'an' if c[0] in 'aeiou' else 'a'} {c} {rng.choice(_NOUNS)}" for c in cols]
+        return {"instruction": "List the colours mentioned in the input, separated by commas.",
+                "input": f"{rng.choice(_FIRST_NAMES)} saw {_join(filler)}.", "output": ", ".join(cols)}
+    if kind == 4:
+        i = rng.randrange(len(words) - 1)
+        return {"instruction": "Give the word that comes right after the given word.",
+                "input": f"Text: {text}\nWord: {words[i]}", "output": words[i + 1]}
+    if kind == 5:
+        name, animal_home = rng.choice(_FIRST_NAMES), rng.choice(_ANIMALS)
+        return {"instruction": "Write one sentence about the given name and animal.",
+                "input": f"{name}, {animal_home[0]}",
+                "output": f"{name} saw a {animal_home[0]} that lives in {animal_home[1]}."}
+    if kind == 6:
+        d = rng.randrange(7)
+        return {"instruction": "Which day comes after the given day?", "input": _DAYS[d], "output": _DAYS[(d + 1) % 7]}
+    return {"instruction": "Write the words of the input in reverse order.", "input": text,
+            "output": " ".join(reversed(words))}
+
+
+def generic_instructions(n: int, seed: int = 0) -> list[dict]:
+    """n instruction/input/output rows of generic tasks (copy, lookup, list) in the demo row format."""
+    rng = random.Random(f"generic_instructions:{seed}")
+    rows = []
+    for _ in range(n):
+        row = _instruction_row(rng)
+        if row["output"] is None:  # the copy task
+            row["output"] = row["input"]
+        rows.append(row)
+    return rows

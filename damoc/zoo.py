@@ -1,0 +1,346 @@
+"""The built-in tiny model zoo: a few small causal LMs of different HF architectures, built offline on CPU.
+
+Each candidate is saved as two standard HF checkpoints, `<name>/base` (causal-LM pretraining on generic
+text) and `<name>/chat` (base + instruction tuning in the `format_prompt` format), so chat - base is a real
+task vector for sparse merging. Two locally trained byte-level BPE tokenizers make the candidates differ
+in tokenisation as real model families do. Everything is deterministic given the specs below.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+MANIFEST = "zoo.json"
+MANIFEST_VERSION = 1
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
+# the prompt format as a chat template, for servers' /v1/chat/completions (system = instruction)
+CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}### Instruction:\n{{ m['content'] | trim }}\n\n"
+    "{% elif m['role'] == 'user' %}### Input:\n{{ m['content'] | trim }}\n\n### Response:\n"
+    "{% elif m['role'] == 'assistant' %}{{ m['content'] }}{{ eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    id: str
+    vocab_size: int
+    corpus_seed: int  # generic_text / generic_instructions seed the tokenizer (and its models) train on
+    nfkc: bool = False  # Unicode NFKC normalisation before tokenising
+    split_digits: bool = False  # one token per digit, as Llama/Qwen tokenizers do
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    name: str
+    model_type: str
+    config: dict[str, Any]
+    tokenizer: str
+    seed: int
+    pretrain_steps: int
+    chat_steps: int
+    pretrain_lr: float = 3e-3
+    chat_lr: float = 1e-3
+    batch_size: int = 16
+    block_size: int = 128
+
+    @property
+    def pretrain_tokens(self) -> int:
+        return self.pretrain_steps * self.batch_size * self.block_size
+
+
+TOKENIZERS: tuple[TokenizerSpec, ...] = (
+    TokenizerSpec("bpe2k", vocab_size=2048, corpus_seed=0),
+    TokenizerSpec("bpe3k", vocab_size=3000, corpus_seed=1, nfkc=True, split_digits=True),
+)
+
+# head_dim 64 everywhere (vLLM's CPU kernels need >= 64); widths, depths and budgets differ on purpose so
+# the candidates differ in quality after fine-tuning.
+_COMMON = {"max_position_embeddings": 512, "tie_word_embeddings": False}
+CANDIDATES: tuple[CandidateSpec, ...] = (
+    CandidateSpec("tiny-llama", "llama", {**_COMMON, "hidden_size": 128, "num_hidden_layers": 4,
+                                          "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 64,
+                                          "intermediate_size": 256},
+                  tokenizer="bpe2k", seed=11, pretrain_steps=240, chat_steps=160),
+    CandidateSpec("tiny-qwen2", "qwen2", {**_COMMON, "hidden_size": 128, "num_hidden_layers": 6,
+                                          "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 64,
+                                          "intermediate_size": 256},
+                  tokenizer="bpe3k", seed=12, pretrain_steps=200, chat_steps=160),
+    CandidateSpec("tiny-mistral", "mistral", {**_COMMON, "hidden_size": 192, "num_hidden_layers": 4,
+                                              "num_attention_heads": 3, "num_key_value_heads": 1, "head_dim": 64,
+                                              "intermediate_size": 384},
+                  tokenizer="bpe3k", seed=13, pretrain_steps=180, chat_steps=140),
+    CandidateSpec("tiny-neox", "gpt_neox", {**_COMMON, "hidden_size": 128, "num_hidden_layers": 5,
+                                            "num_attention_heads": 2, "intermediate_size": 384},
+                  tokenizer="bpe2k", seed=14, pretrain_steps=160, chat_steps=140),
+)
+CHAT_ROWS = 2400
+
+
+def default_zoo_dir() -> Path:
+    home = os.environ.get("DAMOC_HOME")
+    return (Path(home) if home else Path.home() / ".cache" / "damoc") / "zoo"
+
+
+def spec_hash() -> str:
+    """Fingerprint of every spec: a zoo built from other specs is rebuilt by ensure_zoo."""
+    payload = json.dumps({"tokenizers": [asdict(t) for t in TOKENIZERS],
+                          "candidates": [asdict(c) for c in CANDIDATES], "chat_rows": CHAT_ROWS}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------------
+# tokenizers
+def _tokenizer_corpus(spec: TokenizerSpec) -> list[str]:
+    from damoc.data.demo import generic_instructions, generic_text
+    from damoc.training.prompt import format_prompt
+
+    prompts = [format_prompt(r["instruction"], r["input"]) + r["output"]
+               for r in generic_instructions(2000, seed=spec.corpus_seed)]
+    return generic_text(150_000, seed=spec.corpus_seed) + prompts
+
+
+def train_tokenizer(spec: TokenizerSpec):
+    """A byte-level BPE trained on the spec's generic corpus, wrapped as PreTrainedTokenizerFast."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    if spec.nfkc:
+        tok.normalizer = normalizers.NFKC()
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                         if spec.split_digits else byte_level)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=spec.vocab_size, special_tokens=list(SPECIAL_TOKENS.values()),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_tokenizer_corpus(spec), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+    fast.chat_template = CHAT_TEMPLATE
+    fast.model_max_length = 512
+    return fast
+
+
+# ----------------------------------------------------------------------------------------------------
+# models and training
+def make_model(spec: CandidateSpec, tok):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model(spec.model_type, vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **spec.config)
+    torch.manual_seed(spec.seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    gen = model.generation_config
+    gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+    return model
+
+
+def _pretrain_blocks(tok, spec: TokenizerSpec, block_size: int, n_tokens: int):
+    """The tokenizer's generic corpus as one eos-separated stream cut into (n, block_size) blocks."""
+    import torch
+
+    from damoc.data.demo import generic_text
+
+    # ~1.3 tokens per word on this text; generate a little more than needed
+    docs = generic_text(int(n_tokens / 1.2), seed=spec.corpus_seed + 100)
+    stream: list[int] = []
+    for ids in tok(docs, add_special_tokens=False)["input_ids"]:
+        stream.extend(ids)
+        stream.append(tok.eos_token_id)
+    n_blocks = len(stream) // block_size
+    return torch.tensor(stream[: n_blocks * block_size]).view(n_blocks, block_size)
+
+
+def _pretrain_batches(blocks, steps: int, batch_size: int, seed: int) -> Iterator[dict]:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    order = torch.cat([torch.randperm(len(blocks), generator=g)
+                       for _ in range(math.ceil(steps * batch_size / len(blocks)))])
+    for step in range(steps):
+        x = blocks[order[step * batch_size:(step + 1) * batch_size]]
+        yield {"input_ids": x, "labels": x}
+
+
+def _chat_examples(tok, rows: list[dict]) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) per row: loss only on the response and its eos."""
+    from damoc.training.prompt import format_prompt
+
+    prompts = tok([format_prompt(r["instruction"], r["input"]) for r in rows], add_special_tokens=False)["input_ids"]
+    answers = tok([r["output"] for r in rows], add_special_tokens=False)["input_ids"]
+    return [(p + a + [tok.eos_token_id], [-100] * len(p) + a + [tok.eos_token_id])
+            for p, a in zip(prompts, answers)]
+
+
+def _chat_batches(examples, steps: int, batch_size: int, pad_id: int, seed: int) -> Iterator[dict]:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        picked = [examples[i] for i in torch.randint(len(examples), (batch_size,), generator=g).tolist()]
+        width = max(len(ids) for ids, _ in picked)
+        ids = torch.full((batch_size, width), pad_id)
+        labels = torch.full((batch_size, width), -100)
+        mask = torch.zeros((batch_size, width), dtype=torch.long)
+        for row, (x, y) in enumerate(picked):  # right padding: positions are unaffected
+            ids[row, :len(x)], labels[row, :len(y)], mask[row, :len(x)] = torch.tensor(x), torch.tensor(y), 1
+        yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _train(model, batches: Iterator[dict], steps: int, lr: float, desc: str, progress: bool) -> float:
+    """AdamW with linear warm-up and cosine decay to 10%; returns the mean loss of the last 20 steps."""
+    import torch
+    from tqdm.auto import tqdm
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    warmup = max(1, steps // 10)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(batches, total=steps, desc=desc, disable=not progress, leave=False)
+    for batch in bar:
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    model.eval()
+    tail = losses[-20:]
+    return sum(tail) / len(tail)
+
+
+def _save(model, tok, out: Path) -> None:
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def _build_candidate(spec: CandidateSpec, tok, tok_spec: TokenizerSpec, chat_rows: list[dict], root: Path,
+                     progress: bool) -> dict[str, Any]:
+    model = make_model(spec, tok)
+    blocks = _pretrain_blocks(tok, tok_spec, spec.block_size, spec.pretrain_tokens)
+    base_loss = _train(model, _pretrain_batches(blocks, spec.pretrain_steps, spec.batch_size, spec.seed),
+                       spec.pretrain_steps, spec.pretrain_lr, f"{spec.name} base", progress)
+    _save(model, tok, root / spec.name / "base")
+    examples = _chat_examples(tok, chat_rows)
+    chat_loss = _train(model, _chat_batches(examples, spec.chat_steps, spec.batch_size, tok.pad_token_id, spec.seed),
+                       spec.chat_steps, spec.chat_lr, f"{spec.name} chat", progress)
+    _save(model, tok, root / spec.name / "chat")
+    return {"name": spec.name, "model_type": spec.model_type, "tokenizer": spec.tokenizer,
+            "path": f"{spec.name}/chat", "base_path": f"{spec.name}/base",
+            "num_layers": model.config.num_hidden_layers, "params": sum(p.numel() for p in model.parameters()),
+            "hidden_size": model.config.hidden_size, "vocab_size": len(tok),
+            "pretrain_tokens": spec.pretrain_tokens, "chat_steps": spec.chat_steps,
+            "base_loss": round(base_loss, 4), "chat_loss": round(chat_loss, 4)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# public API
+def build_zoo(out_dir: Path, progress: bool = True) -> Path:
+    """Build every candidate into a temporary sibling of out_dir, then rename it into place, so an
+    interrupted build never looks complete. Replaces an existing out_dir."""
+    import torch
+
+    from damoc.data.demo import generic_instructions
+
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    started = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))  # tiny matmuls gain nothing past a few cores
+    try:
+        tokenizers = {t.id: (t, train_tokenizer(t)) for t in TOKENIZERS}
+        chat_rows = generic_instructions(CHAT_ROWS, seed=0)
+        entries = []
+        for spec in CANDIDATES:
+            t0 = time.perf_counter()
+            tok_spec, tok = tokenizers[spec.tokenizer]
+            entries.append(_build_candidate(spec, tok, tok_spec, chat_rows, tmp, progress))
+            entries[-1]["build_seconds"] = round(time.perf_counter() - t0, 1)
+            if progress:
+                e = entries[-1]
+                print(f"zoo: {e['name']} ({e['params']:,} params) base loss {e['base_loss']:.3f}, "
+                      f"chat loss {e['chat_loss']:.3f}, {e['build_seconds']:.0f}s", flush=True)
+        manifest = {"version": MANIFEST_VERSION, "spec_hash": spec_hash(), "candidates": entries,
+                    "tokenizers": [{**asdict(t), "vocab_size": len(tokenizers[t.id][1])} for t in TOKENIZERS],
+                    "build_seconds": round(time.perf_counter() - started, 1)}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if out_dir.exists():  # a directory cannot be renamed onto a non-empty one: move the old aside
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            os.replace(out_dir, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, out_dir)
+    finally:
+        torch.set_num_threads(threads)
+        shutil.rmtree(tmp, ignore_errors=True)
+    if progress:
+        print(f"zoo: built {len(CANDIDATES)} candidates in {manifest['build_seconds']:.0f}s -> {out_dir}", flush=True)
+    return out_dir
+
+
+def load_manifest(zoo_dir: Path) -> dict:
+    path = Path(zoo_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no zoo manifest; build the zoo with `damoc zoo build`") from None
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise ValueError(f"{path}: manifest version {manifest.get('version')!r}, expected {MANIFEST_VERSION}")
+    return manifest
+
+
+def _is_complete(zoo_dir: Path) -> bool:
+    try:
+        manifest = load_manifest(zoo_dir)
+    except (FileNotFoundError, ValueError):
+        return False
+    if manifest.get("spec_hash") != spec_hash():
+        return False
+    return all((zoo_dir / c[key] / "config.json").is_file()
+               for c in manifest["candidates"] for key in ("path", "base_path"))
+
+
+@contextlib.contextmanager
+def _build_lock(zoo_dir: Path) -> Iterator[None]:
+    """Serialises builders across processes (parallel test runs, pipeline steps) on one zoo directory."""
+    zoo_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(zoo_dir.parent / f".{zoo_dir.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_zoo(out_dir: Path | None = None, progress: bool = True) -> Path:
+    """The complete zoo at out_dir (default: default_zoo_dir()), building it first if absent or stale."""
+    zoo_dir = Path(out_dir or default_zoo_dir()).resolve()
+    if _is_complete(zoo_dir):
+        return zoo_dir
+    with _build_lock(zoo_dir):
+        if not _is_complete(zoo_dir):  # another process may have finished it while we waited
+            build_zoo(zoo_dir, progress=progress)
+    return zoo_dir
