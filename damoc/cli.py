@@ -43,6 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(cfg.model_dump_json(indent=2))
         return 0
+    _preflight_data(cfg)
     from pipelines.local_runner import run_local
 
     out = Path(args.out)
@@ -51,6 +52,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_ranking(selection)
     print(f"\nselection: {out / 'selection.json'}\nreport:    {out / 'report.md'}")
     return 0
+
+
+def _preflight_data(cfg) -> None:
+    """Fail before any task starts when local data files lack the mapped columns (cheap: first rows)."""
+    from damoc import storage
+    from damoc.data.io import load_samples
+
+    for uri in (cfg.data.train, cfg.data.eval):
+        if not storage.is_s3(uri):
+            load_samples(uri, cfg.data.fields.model_dump(), limit=5)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -153,6 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:  # kfp.local reports a failed task this way; its log is printed above
+        if os.environ.get("DAMOC_DEBUG"):
+            raise
+        print(f"error: run failed: {err}\n(earlier results in the output directory were left as they were; "
+              "set DAMOC_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

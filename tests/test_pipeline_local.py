@@ -1,0 +1,95 @@
+"""End to end: the real pipeline function through kfp.local on the demo zoo, in each mode."""
+import json
+import shutil
+
+import pytest
+import yaml
+
+from damoc.cli import main
+
+SMALL = {
+    "data": {"train": "demo://qa_long/train.jsonl", "eval": "demo://qa_long/eval.jsonl", "task": "qa_long",
+             "max_train_samples": 240, "max_eval_samples": 12},
+    "candidates": [
+        {"name": "tiny-llama", "path": "zoo://tiny-llama", "base_path": "zoo://tiny-llama/base"},
+        {"name": "tiny-qwen2", "path": "zoo://tiny-qwen2", "base_path": "zoo://tiny-qwen2/base"},
+        {"name": "tiny-mistral", "path": "zoo://tiny-mistral", "base_path": "zoo://tiny-mistral/base"},
+        {"name": "tiny-neox", "path": "zoo://tiny-neox"},  # no base: pruning skipped for this one
+        {"name": "broken", "path": "/does/not/exist"},
+    ],
+    "filter": {"method": "graphcut", "ratio": 0.25},
+    "compression": {"rate": 0.6, "bertscore_threshold": 0.85, "scorer_model": "zoo://tiny-llama/base"},
+    "pruning": {"threshold": 0.5, "max_prune_fraction": 0.25},
+    "training": {"epochs": 1, "batch_size": 16, "max_length": 128},
+    "evaluation": {"max_new_tokens": 24},
+}
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory, zoo_dir):
+    path = tmp_path_factory.mktemp("cfg") / "run.yaml"
+    path.write_text(yaml.safe_dump(SMALL))
+    return path
+
+
+def _check_common(out, mode):
+    sel = json.loads((out / "selection.json").read_text())
+    assert sel["mode"] == mode and sel["metric"] == "bertscore_rougel"
+    ranking = {r["candidate"]: r for r in sel["ranking"]}
+    assert set(ranking) == {c["name"] for c in SMALL["candidates"]}
+    ok = [r for r in sel["ranking"] if r["status"] == "ok"]
+    assert [r["rank"] for r in ok] == [1, 2, 3, 4] and sel["selected"] == ok[0]["candidate"]
+    assert all(0.0 < r["score"] <= 1.0 for r in ok)
+    assert ranking["broken"]["status"] == "failed" and "not found" in ranking["broken"]["error"]
+    assert set(sel["cost"]["train_seconds"]) == set(ranking)
+    assert sel["cost"]["total_seconds"] > sum(sel["cost"]["train_seconds"].values()) / 2
+    report = (out / "report.md").read_text()
+    assert f"mode `{mode}`" in report and "| 1 | " + sel["selected"] in report
+    return sel
+
+
+def test_damoc_mode_end_to_end(config_path, tmp_path):
+    out = tmp_path / "damoc"
+    assert main(["run", str(config_path), "--out", str(out)]) == 0
+    sel = _check_common(out, "damoc")
+    stats = sel["stats"]
+    assert stats["filter"]["n_out"] == 60 and stats["filter"]["skipped"] is False
+    assert stats["compress"]["skipped"] is False and stats["compress"]["word_ratio"] < 1.0
+    cands = stats["candidates"]
+    assert cands["tiny-neox"]["prune"]["skipped"] is True
+    pruned = cands["tiny-qwen2"]["prune"]
+    assert pruned["num_layers_after"] == pruned["num_layers_before"] - len(pruned["pruned_layers"])
+    assert cands["tiny-llama"]["train"]["samples"] == 60
+
+
+def test_grid_search_mode_end_to_end(config_path, tmp_path):
+    out = tmp_path / "grid"
+    assert main(["run", str(config_path), "--mode", "grid_search", "--out", str(out)]) == 0
+    sel = _check_common(out, "grid_search")
+    stats = sel["stats"]
+    assert stats["filter"]["skipped"] and stats["compress"]["skipped"]
+    assert all(c["prune"]["skipped"] for c in stats["candidates"].values())
+    assert stats["candidates"]["tiny-llama"]["train"]["samples"] == 240
+
+
+def test_failed_run_keeps_earlier_results(config_path, tmp_path, capsys):
+    out = tmp_path / "keep"
+    out.mkdir()
+    (out / "selection.json").write_text('{"previous": true}')
+    bad = yaml.safe_load(config_path.read_text())
+    bad["data"]["fields"] = {"input": "question"}  # the demo data has no such column
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(bad))
+    assert main(["run", str(cfg), "--out", str(out)]) == 2
+    assert "column(s) not found: input -> 'question'" in capsys.readouterr().err
+    assert json.loads((out / "selection.json").read_text()) == {"previous": True}
+    shutil.rmtree(out)
+
+
+def test_failed_task_exits_1_and_keeps_earlier_results(config_path, tmp_path, capsys):
+    out = tmp_path / "keep2"
+    out.mkdir()
+    (out / "report.md").write_text("previous report")
+    assert main(["run", str(config_path), "--out", str(out), "--set", "compression.scorer_model=/no/scorer"]) == 1
+    assert "run failed" in capsys.readouterr().err
+    assert (out / "report.md").read_text() == "previous report" and not (out / "selection.json").exists()
