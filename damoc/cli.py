@@ -153,8 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _default_threads() -> None:
+    """One intra-op thread pool per concurrent task: kfp.local runs two loop iterations at a time, and
+    oversubscribed OpenMP pools slow tiny-model steps by 50-100x on small VMs (measured: 0.045 s vs 3.4 s)."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _default_threads()
     args = build_parser().parse_args(argv)
     from damoc.config import ConfigError
     from damoc.data.io import DataError

@@ -199,7 +199,8 @@ def _chat_batches(examples, steps: int, batch_size: int, pad_id: int, seed: int)
         yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _train(model, batches: Iterator[dict], steps: int, lr: float, desc: str, progress: bool) -> float:
+def _train(model, batches: Iterator[dict], steps: int, lr: float, desc: str, progress: bool,
+           position: int = 0) -> float:
     """AdamW with linear warm-up and cosine decay to 10%; returns the mean loss of the last 20 steps."""
     import torch
     from tqdm.auto import tqdm
@@ -215,7 +216,7 @@ def _train(model, batches: Iterator[dict], steps: int, lr: float, desc: str, pro
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     model.train()
     losses: list[float] = []
-    bar = tqdm(batches, total=steps, desc=desc, disable=not progress, leave=False)
+    bar = tqdm(batches, total=steps, desc=desc, disable=not progress, leave=False, position=position)
     for batch in bar:
         loss = model(**batch).loss
         loss.backward()
@@ -235,23 +236,42 @@ def _save(model, tok, out: Path) -> None:
     tok.save_pretrained(out)
 
 
-def _build_candidate(spec: CandidateSpec, tok, tok_spec: TokenizerSpec, chat_rows: list[dict], root: Path,
-                     progress: bool) -> dict[str, Any]:
+def _build_candidate(spec: CandidateSpec, root: Path, progress: bool, position: int = 0) -> dict[str, Any]:
+    """Pretrain, save base, instruction-tune, save chat. Runs in a worker process on one thread."""
+    import torch
+    from transformers import PreTrainedTokenizerFast
+
+    from damoc.data.demo import generic_instructions
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(1)  # one thread per candidate: robust when the cores are shared, and deterministic
+    tok_spec = next(t for t in TOKENIZERS if t.id == spec.tokenizer)
+    tok = PreTrainedTokenizerFast.from_pretrained(root / "tokenizers" / spec.tokenizer)
     model = make_model(spec, tok)
     blocks = _pretrain_blocks(tok, tok_spec, spec.block_size, spec.pretrain_tokens)
     base_loss = _train(model, _pretrain_batches(blocks, spec.pretrain_steps, spec.batch_size, spec.seed),
-                       spec.pretrain_steps, spec.pretrain_lr, f"{spec.name} base", progress)
+                       spec.pretrain_steps, spec.pretrain_lr, f"{spec.name} base", progress, position)
     _save(model, tok, root / spec.name / "base")
-    examples = _chat_examples(tok, chat_rows)
+    examples = _chat_examples(tok, generic_instructions(CHAT_ROWS, seed=0))
     chat_loss = _train(model, _chat_batches(examples, spec.chat_steps, spec.batch_size, tok.pad_token_id, spec.seed),
-                       spec.chat_steps, spec.chat_lr, f"{spec.name} chat", progress)
+                       spec.chat_steps, spec.chat_lr, f"{spec.name} chat", progress, position)
     _save(model, tok, root / spec.name / "chat")
     return {"name": spec.name, "model_type": spec.model_type, "tokenizer": spec.tokenizer,
             "path": f"{spec.name}/chat", "base_path": f"{spec.name}/base",
             "num_layers": model.config.num_hidden_layers, "params": sum(p.numel() for p in model.parameters()),
             "hidden_size": model.config.hidden_size, "vocab_size": len(tok),
             "pretrain_tokens": spec.pretrain_tokens, "chat_steps": spec.chat_steps,
-            "base_loss": round(base_loss, 4), "chat_loss": round(chat_loss, 4)}
+            "base_loss": round(base_loss, 4), "chat_loss": round(chat_loss, 4),
+            "build_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _estimated_cost(spec: CandidateSpec) -> float:
+    """Rough training FLOPs, to start the most expensive candidates first (shortest overall build)."""
+    c = spec.config
+    vocab = next(t.vocab_size for t in TOKENIZERS if t.id == spec.tokenizer)
+    h = c["hidden_size"]
+    per_token = c["num_hidden_layers"] * (4 * h * h + 3 * h * c["intermediate_size"]) + vocab * h
+    return per_token * (spec.pretrain_tokens + spec.chat_steps * spec.batch_size * 40)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -259,9 +279,8 @@ def _build_candidate(spec: CandidateSpec, tok, tok_spec: TokenizerSpec, chat_row
 def build_zoo(out_dir: Path, progress: bool = True) -> Path:
     """Build every candidate into a temporary sibling of out_dir, then rename it into place, so an
     interrupted build never looks complete. Replaces an existing out_dir."""
-    import torch
-
-    from damoc.data.demo import generic_instructions
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -269,23 +288,24 @@ def build_zoo(out_dir: Path, progress: bool = True) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     started = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))  # tiny matmuls gain nothing past a few cores
     try:
-        tokenizers = {t.id: (t, train_tokenizer(t)) for t in TOKENIZERS}
-        chat_rows = generic_instructions(CHAT_ROWS, seed=0)
-        entries = []
-        for spec in CANDIDATES:
-            t0 = time.perf_counter()
-            tok_spec, tok = tokenizers[spec.tokenizer]
-            entries.append(_build_candidate(spec, tok, tok_spec, chat_rows, tmp, progress))
-            entries[-1]["build_seconds"] = round(time.perf_counter() - t0, 1)
-            if progress:
-                e = entries[-1]
-                print(f"zoo: {e['name']} ({e['params']:,} params) base loss {e['base_loss']:.3f}, "
-                      f"chat loss {e['chat_loss']:.3f}, {e['build_seconds']:.0f}s", flush=True)
+        vocab_sizes = {}
+        for t in TOKENIZERS:  # trained once here, loaded by every worker: all its models share it exactly
+            tok = train_tokenizer(t)
+            tok.save_pretrained(tmp / "tokenizers" / t.id)
+            vocab_sizes[t.id] = len(tok)
+        # candidates in parallel, one single-threaded process per core: tiny matmuls scale badly across
+        # threads, and multi-threaded torch slows down sharply when other jobs share the cores
+        order = sorted(CANDIDATES, key=_estimated_cost, reverse=True)
+        workers = max(1, min(len(order), os.cpu_count() or 1))
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {spec.name: pool.submit(_build_candidate, spec, tmp, progress, i % workers)
+                       for i, spec in enumerate(order)}
+            results = {name: f.result() for name, f in futures.items()}
+        entries = [results[spec.name] for spec in CANDIDATES]
         manifest = {"version": MANIFEST_VERSION, "spec_hash": spec_hash(), "candidates": entries,
-                    "tokenizers": [{**asdict(t), "vocab_size": len(tokenizers[t.id][1])} for t in TOKENIZERS],
+                    "tokenizers": [{**asdict(t), "vocab_size": vocab_sizes[t.id], "path": f"tokenizers/{t.id}"}
+                                   for t in TOKENIZERS],
                     "build_seconds": round(time.perf_counter() - started, 1)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if out_dir.exists():  # a directory cannot be renamed onto a non-empty one: move the old aside
@@ -294,10 +314,12 @@ def build_zoo(out_dir: Path, progress: bool = True) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         os.replace(tmp, out_dir)
     finally:
-        torch.set_num_threads(threads)
         shutil.rmtree(tmp, ignore_errors=True)
     if progress:
-        print(f"zoo: built {len(CANDIDATES)} candidates in {manifest['build_seconds']:.0f}s -> {out_dir}", flush=True)
+        for e in entries:
+            print(f"zoo: {e['name']:<13} {e['model_type']:<9} {e['params']:>9,} params  base loss "
+                  f"{e['base_loss']:.3f}  chat loss {e['chat_loss']:.3f}  {e['build_seconds']:.0f}s", flush=True)
+        print(f"zoo: built {len(entries)} candidates in {manifest['build_seconds']:.0f}s -> {out_dir}", flush=True)
     return out_dir
 
 

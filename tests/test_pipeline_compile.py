@@ -35,7 +35,8 @@ def test_fan_out_fan_in_and_accelerators():
     rank_in = root_tasks["rank-candidates"]["inputs"]["parameters"]["results"]
     assert rank_in["taskOutputParameter"]["producerTask"] == loop_name
     train_exec = spec["deploymentSpec"]["executors"]["exec-finetune-model"]["container"]
-    assert train_exec["resources"]["accelerator"] == {"resourceCount": "1", "resourceType": "nvidia.com/gpu"}
+    accel = train_exec["resources"]["accelerator"]
+    assert accel["resourceType"] == "nvidia.com/gpu" and accel["resourceCount"] == "1"
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     tolerations = k8s["exec-finetune-model"]["tolerations"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations

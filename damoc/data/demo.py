@@ -386,38 +386,52 @@ def _sentence(rng: random.Random) -> str:
         return f"After {_SEASONS[s]} comes {_SEASONS[(s + 1) % 4]}."
     if kind == 4:
         return f"On {rng.choice(_DAYS)} {name} went to {rng.choice(_PLACES)} with {rng.choice(_FIRST_NAMES)}."
-    return f"{name} has {rng.choice(_NUMBER_WORDS)} {rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)}s."
+    return f"{name} has {rng.choice(_NUMBER_WORDS[1:])} {rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)}s."
+
+
+def _token_soup(rng: random.Random, n: int) -> str:
+    """n unpredictable words (made-up, names, numbers, shuffled common words): only copying predicts them."""
+    pool = (lambda: _word(rng, rng.choice((1, 2, 3))), lambda: rng.choice(_FIRST_NAMES),
+            lambda: str(rng.randint(2, 9999)), lambda: rng.choice(_NOUNS), lambda: rng.choice(_ADJECTIVES))
+    return " ".join(rng.choice(pool)() for _ in range(n))
 
 
 def _copy_passage(rng: random.Random) -> str:
-    """Passages whose second half repeats or looks up the first: they teach the model to copy from context."""
-    kind = rng.randrange(5)
+    """Passages whose second half repeats or looks up something unpredictable from the first half: they
+    make the tiny models learn to copy from the context (induction), which instruction following needs."""
+    kind = rng.randrange(6)
     name, other = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
     if kind == 0:
-        s = _sentence(rng)
-        return f"{name} said: \"{s}\" Then {other} said it again: \"{s}\""
+        s = _token_soup(rng, rng.randint(2, 6))
+        return f"{name} wrote: {s}. Then {other} wrote it again: {s}."
     if kind == 1:
-        items = rng.sample(_NOUNS, rng.randint(3, 5))
+        items = [_word(rng, rng.choice((2, 3))) if rng.random() < 0.5 else rng.choice(_NOUNS)
+                 for _ in range(rng.randint(3, 5))]
         return f"The list was {', '.join(items)}. Once more, the list was {', '.join(items)}."
-    if kind == 2:
-        facts = [(n, _phrase(rng)) for n in rng.sample(_FIRST_NAMES, 3)]
-        who, what = rng.choice(facts)
-        told = " ".join(f"{n} has {p}." for n, p in facts)
-        return f"{told} What does {who} have? {who} has {what}."
-    if kind == 3:
-        place = _word(rng, rng.choice((2, 3)))
-        year = rng.randint(1500, 2020)
-        return f"The village of {place} was built in {year}. So {place} was built in {year}."
+    if kind in (2, 3):
+        # key -> value lookup: the later sentence repeats the words that stood before the value
+        names = rng.sample(_FIRST_NAMES, rng.randint(2, 4))
+        verb, gen = rng.choice((("lives in", lambda: _word(rng, rng.choice((2, 3)))),
+                                ("has", lambda: f"{rng.randint(2, 99)} {rng.choice(_NOUNS)}s"),
+                                ("likes", lambda: _phrase(rng)), ("was born in", lambda: str(rng.randint(1900, 2020))),
+                                ("is called", lambda: _word(rng, 2) + " " + rng.choice(_LAST_NAMES))))
+        values = [gen() for _ in names]
+        told = " ".join(f"{n} {verb} {v}." for n, v in zip(names, values))
+        i = rng.randrange(len(names))
+        return f"{told} So {names[i]} {verb} {values[i]}."
+    if kind == 4:
+        code = str(rng.randint(10, 99999))
+        return f"The code is {code}. Please repeat the code: {code}."
     start = rng.randrange(5)
     return "Counting: " + " ".join(_NUMBER_WORDS[start:start + rng.randint(3, 5)]) + "."
 
 
 def generic_text(n_words: int, seed: int = 0) -> list[str]:
-    """General-domain paragraphs (about a third copy-style) totalling at least n_words words."""
+    """General-domain paragraphs (about half copy-style passages) totalling at least n_words words."""
     rng = random.Random(f"generic_text:{seed}")
     docs, total = [], 0
     while total < n_words:
-        parts = [_copy_passage(rng) if rng.random() < 0.35 else _sentence(rng) for _ in range(rng.randint(3, 7))]
+        parts = [_copy_passage(rng) if rng.random() < 0.5 else _sentence(rng) for _ in range(rng.randint(3, 7))]
         doc = " ".join(parts)
         docs.append(doc)
         total += len(doc.split())
@@ -425,11 +439,14 @@ def generic_text(n_words: int, seed: int = 0) -> list[str]:
 
 
 def _instruction_row(rng: random.Random) -> dict:
-    kind = rng.randrange(8)
+    kind = rng.randrange(9)
     words = rng.sample(_ADJECTIVES + _NOUNS, rng.randint(3, 7))  # distinct: lookups are unambiguous
+    if rng.random() < 0.5:  # made-up words too, so the answer can only come from the input
+        words = list(dict.fromkeys(_token_soup(rng, len(words)).split()))
     text = " ".join(words)
     if kind == 0:
-        return {"instruction": "Repeat the input exactly.", "input": _sentence(rng), "output": None}
+        source = _sentence(rng) if rng.random() < 0.5 else _token_soup(rng, rng.randint(2, 8))
+        return {"instruction": "Repeat the input exactly.", "input": source, "output": source}
     if kind == 1:
         return {"instruction": "Give the last word of the input.", "input": text, "output": words[-1]}
     if kind == 2:
@@ -439,7 +456,7 @@ def _instruction_row(rng: random.Random) -> dict:
         filler = [f"{'an' if c[0] in 'aeiou' else 'a'} {c} {rng.choice(_NOUNS)}" for c in cols]
         return {"instruction": "List the colours mentioned in the input, separated by commas.",
                 "input": f"{rng.choice(_FIRST_NAMES)} saw {_join(filler)}.", "output": ", ".join(cols)}
-    if kind == 4:
+    if kind == 4 and len(words) > 1:
         i = rng.randrange(len(words) - 1)
         return {"instruction": "Give the word that comes right after the given word.",
                 "input": f"Text: {text}\nWord: {words[i]}", "output": words[i + 1]}
@@ -451,6 +468,13 @@ def _instruction_row(rng: random.Random) -> dict:
     if kind == 6:
         d = rng.randrange(7)
         return {"instruction": "Which day comes after the given day?", "input": _DAYS[d], "output": _DAYS[(d + 1) % 7]}
+    if kind == 7:
+        names = rng.sample(_FIRST_NAMES, rng.randint(2, 4))
+        towns = [_word(rng, rng.choice((2, 3))) for _ in names]
+        who = rng.randrange(len(names))
+        told = " ".join(f"{n} lives in {t}." for n, t in zip(names, towns))
+        return {"instruction": "Say where the named person lives.", "input": f"{told}\nName: {names[who]}",
+                "output": towns[who]}
     return {"instruction": "Write the words of the input in reverse order.", "input": text,
             "output": " ".join(reversed(words))}
 
@@ -458,10 +482,4 @@ def _instruction_row(rng: random.Random) -> dict:
 def generic_instructions(n: int, seed: int = 0) -> list[dict]:
     """n instruction/input/output rows of generic tasks (copy, lookup, list) in the demo row format."""
     rng = random.Random(f"generic_instructions:{seed}")
-    rows = []
-    for _ in range(n):
-        row = _instruction_row(rng)
-        if row["output"] is None:  # the copy task
-            row["output"] = row["input"]
-        rows.append(row)
-    return rows
+    return [_instruction_row(rng) for _ in range(n)]
