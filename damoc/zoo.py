@@ -51,7 +51,7 @@ class CandidateSpec:
     pretrain_steps: int
     chat_steps: int
     pretrain_lr: float = 3e-3
-    chat_lr: float = 1e-3
+    chat_lr: float = 3e-3
     batch_size: int = 16
     block_size: int = 128
 
@@ -72,20 +72,20 @@ CANDIDATES: tuple[CandidateSpec, ...] = (
     CandidateSpec("tiny-llama", "llama", {**_COMMON, "hidden_size": 128, "num_hidden_layers": 4,
                                           "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 64,
                                           "intermediate_size": 256},
-                  tokenizer="bpe2k", seed=11, pretrain_steps=240, chat_steps=160),
+                  tokenizer="bpe2k", seed=11, pretrain_steps=160, chat_steps=500),
     CandidateSpec("tiny-qwen2", "qwen2", {**_COMMON, "hidden_size": 128, "num_hidden_layers": 6,
                                           "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 64,
                                           "intermediate_size": 256},
-                  tokenizer="bpe3k", seed=12, pretrain_steps=200, chat_steps=160),
+                  tokenizer="bpe3k", seed=12, pretrain_steps=120, chat_steps=450),
     CandidateSpec("tiny-mistral", "mistral", {**_COMMON, "hidden_size": 192, "num_hidden_layers": 4,
                                               "num_attention_heads": 3, "num_key_value_heads": 1, "head_dim": 64,
                                               "intermediate_size": 384},
-                  tokenizer="bpe3k", seed=13, pretrain_steps=180, chat_steps=140),
+                  tokenizer="bpe3k", seed=13, pretrain_steps=120, chat_steps=400),
     CandidateSpec("tiny-neox", "gpt_neox", {**_COMMON, "hidden_size": 128, "num_hidden_layers": 5,
                                             "num_attention_heads": 2, "intermediate_size": 384},
-                  tokenizer="bpe2k", seed=14, pretrain_steps=160, chat_steps=140),
+                  tokenizer="bpe2k", seed=14, pretrain_steps=140, chat_steps=450),
 )
-CHAT_ROWS = 2400
+CHAT_ROWS = 6000
 
 
 def default_zoo_dir() -> Path:

@@ -37,6 +37,8 @@ _LAST_NAMES = ("Berg", "Verin", "Holm", "Castell", "Dorn", "Ferrand", "Galvez", 
                "Strand", "Toller", "Ulrich", "Vasquez", "Wendt", "Yarrow", "Zeller", "Abbot", "Brandt",
                "Crane", "Dahl", "Engel")
 _NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_COLOURS = ("red", "blue", "green", "yellow", "white", "black", "orange", "purple", "grey", "brown")
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 def _word(rng: random.Random, parts: int) -> str:
@@ -231,52 +233,59 @@ def _generate_qa_long(n_train: int, n_eval: int, seed: int) -> tuple[list[dict],
 
 
 # ----------------------------------------------------------------------------------------------------
-# extractive_qa: each relation = (sentence with {s} subject and {a} answer, question reusing the words
-# right before the answer, answer generator)
+# extractive_qa. Each relation = (sentence with subject {s} and answer {a}, a question that repeats the
+# words right before the answer, the answer's type). Within one family every relation has its own answer
+# type and the types draw on closed word lists, so a context holds one span of the asked type: a model
+# can answer by attending to "the town/job/number in the context" and copying it, without induction
+# heads, which the tiny zoo models do not acquire in their pretraining budget.
 _JOBS = ("baker", "teacher", "pilot", "nurse", "carpenter", "lawyer", "farmer", "painter", "chemist", "tailor",
-         "fisherman", "librarian", "mechanic", "gardener", "surgeon", "miller")
+         "fisherman", "librarian", "mechanic", "gardener", "surgeon", "miller", "potter", "sailor")
 _THINGS = ("old bridge", "glass market", "cheese fair", "stone tower", "river festival", "blue harbour",
-           "clock museum", "rose gardens", "salt mines", "wooden church")
+           "clock museum", "rose gardens", "salt mines", "wooden church", "horse races", "lantern parade")
 _PRODUCTS = ("bicycles", "paper lamps", "garden tools", "wool coats", "tin toys", "solar panels", "fishing nets",
-             "leather boots", "kitchen knives", "clay pots", "sailing boats", "violins")
+             "leather boots", "kitchen knives", "clay pots", "sailing boats", "violins", "glass jars", "rope")
+_TOWNS = ("Tolvik", "Brenna", "Marsden", "Olbrecht", "Kesswick", "Varna", "Lindholm", "Castora", "Pellin",
+          "Dunmore", "Ferrow", "Halden", "Iskar", "Jorvale", "Kilbride", "Lorne", "Mirren", "Norwick", "Ostera",
+          "Pradel", "Quenby", "Rosvik", "Sandrel", "Tarrow", "Ulmen", "Vellamo", "Westrup", "Ysmar", "Zorn",
+          "Ashby", "Belcourt", "Corvin", "Drummel", "Elstow", "Fenmark", "Gorran")
+_RIVERS = ("Amber", "Silt", "Wend", "Corra", "Lune", "Tessa", "Brill", "Orin", "Maren", "Vasse", "Kell", "Dorrow")
+_INSTRUMENTS = ("violin", "cello", "flute", "piano", "trumpet", "harp", "drums", "clarinet", "guitar", "oboe")
+_PETS = ("dog", "cat", "parrot", "rabbit", "tortoise", "hamster", "goldfish", "lizard", "ferret", "canary")
+_COMPANY_WORDS = ("Works", "Company", "Brothers", "Industries", "Group", "Trading")
 
 
 def _person(rng: random.Random) -> str:
     return f"{rng.choice(_FIRST_NAMES)} {rng.choice(_LAST_NAMES)}"
 
 
-def _place(rng: random.Random) -> str:
-    return _word(rng, rng.choice((2, 3)))
-
-
 _Relation = tuple[str, str, Callable[[random.Random], str]]
 _RELATIONS: dict[str, tuple[_Relation, ...]] = {
     "person": (
-        ("{s} was born in {a}.", "{s} was born in which town?", _place),
+        ("{s} was born in {a}.", "{s} was born in which town?", lambda r: r.choice(_TOWNS)),
         ("{s} works as a {a}.", "{s} works as a what?", lambda r: r.choice(_JOBS)),
         ("{s} is {a} years old.", "{s} is how many years old?", lambda r: str(r.randint(18, 90))),
-        ("{s} is married to {a}.", "{s} is married to whom?", _person),
-        ("{s} lives on {a} Street.", "{s} lives on which street?", _place),
-        ("{s} moved to the city in {a}.", "{s} moved to the city in which year?", lambda r: str(r.randint(1950, 2024))),
+        ("{s} plays the {a}.", "{s} plays the what?", lambda r: r.choice(_INSTRUMENTS)),
+        ("{s} has a pet {a}.", "{s} has a pet what?", lambda r: r.choice(_PETS)),
+        ("{s}'s favourite colour is {a}.", "{s}'s favourite colour is which?", lambda r: r.choice(_COLOURS)),
     ),
     "town": (
-        ("The town of {s} lies on the river {a}.", "The town of {s} lies on the river called what?", _place),
-        ("{s} has a population of {a}.", "{s} has a population of how many?", lambda r: str(r.randint(800, 90000))),
-        ("{s} was founded in {a}.", "{s} was founded in which year?", lambda r: str(r.randint(900, 1900))),
+        ("{s} lies on the river {a}.", "{s} lies on the river called what?", lambda r: r.choice(_RIVERS)),
+        ("{s} was founded in {a}.", "{s} was founded in which year?", lambda r: str(r.randint(1000, 1899))),
         ("The mayor of {s} is {a}.", "The mayor of {s} is who?", _person),
         ("{s} is famous for its {a}.", "{s} is famous for its what?", lambda r: r.choice(_THINGS)),
+        ("{s} holds its market on {a}.", "{s} holds its market on which day?", lambda r: r.choice(_DAYS)),
     ),
     "company": (
         ("{s} was founded by {a}.", "{s} was founded by whom?", _person),
         ("{s} makes {a}.", "{s} makes what?", lambda r: r.choice(_PRODUCTS)),
         ("{s} has {a} employees.", "{s} has how many employees?", lambda r: str(r.randint(12, 5000))),
-        ("The head office of {s} is in {a}.", "The head office of {s} is in which town?", _place),
+        ("The head office of {s} is in {a}.", "The head office of {s} is in which town?", lambda r: r.choice(_TOWNS)),
     ),
 }
 _SUBJECTS: dict[str, Callable[[random.Random], str]] = {
     "person": _person,
-    "town": _place,
-    "company": lambda r: f"{_word(r, 2)} {r.choice(('Works', 'Company', 'Brothers', 'Industries'))}",
+    "town": lambda r: r.choice(_TOWNS),
+    "company": lambda r: f"{_word(r, 2)} {r.choice(_COMPANY_WORDS)}",
 }
 
 
@@ -361,8 +370,6 @@ _PLACES = ("the market", "the station", "the library", "the harbour", "the farm"
            "the square", "the park", "the village", "the museum", "the kitchen")
 _ANIMALS = (("cat", "houses"), ("fox", "forests"), ("duck", "ponds"), ("goat", "hills"), ("owl", "woods"),
             ("frog", "marshes"), ("seal", "cold seas"), ("camel", "deserts"), ("bee", "meadows"), ("crab", "beaches"))
-_COLOURS = ("red", "blue", "green", "yellow", "white", "black", "orange", "purple", "grey", "brown")
-_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _SEASONS = ("spring", "summer", "autumn", "winter")
 
 
@@ -438,45 +445,81 @@ def generic_text(n_words: int, seed: int = 0) -> list[str]:
     return docs
 
 
+def _typed_sentence(rng: random.Random) -> tuple[str, dict[str, str]]:
+    """A sentence holding one word of each of several closed classes, and those words by class."""
+    slots = {"person": rng.choice(_FIRST_NAMES), "day": rng.choice(_DAYS), "colour": rng.choice(_COLOURS),
+             "animal": rng.choice(_ANIMALS)[0], "season": rng.choice(_SEASONS), "number": rng.choice(_NUMBER_WORDS[1:]),
+             "place": rng.choice(_PLACES).removeprefix("the ")}
+    templates = (("On {day} {person} saw a {colour} {animal} near the {place}.", ("day", "person", "colour", "animal", "place")),
+                 ("{person} counted {number} {colour} birds in {season}.", ("person", "number", "colour", "season")),
+                 ("In {season} the {animal} of {person} slept at the {place}.", ("season", "animal", "person", "place")),
+                 ("{person} painted {number} {animal}s on {day}.", ("person", "number", "animal", "day")))
+    template, used = rng.choice(templates)
+    text = template.format(**slots).replace(" a orange", " an orange")
+    return text, {k: slots[k] for k in used}
+
+
+def _row_typed(rng: random.Random, words: list[str]) -> dict:
+    # answer = the one word of the asked class: teaches attention-based lookup and copying from the input
+    text, slots = _typed_sentence(rng)
+    label = rng.choice(tuple(slots))
+    return {"instruction": f"Name the {label} mentioned in the input.", "input": text, "output": slots[label]}
+
+
+def _row_repeat(rng: random.Random, words: list[str]) -> dict:
+    source = _sentence(rng) if rng.random() < 0.5 else " ".join(words)
+    return {"instruction": "Repeat the input exactly.", "input": source, "output": source}
+
+
+def _row_first_last(rng: random.Random, words: list[str]) -> dict:
+    which = rng.choice(("first", "last"))
+    return {"instruction": f"Give the {which} word of the input.", "input": " ".join(words),
+            "output": words[0] if which == "first" else words[-1]}
+
+
+def _row_colours(rng: random.Random, words: list[str]) -> dict:
+    cols = rng.sample(_COLOURS, rng.randint(2, 4))
+    filler = [f"{'an' if c[0] in 'aeiou' else 'a'} {c} {rng.choice(_NOUNS)}" for c in cols]
+    return {"instruction": "List the colours mentioned in the input, separated by commas.",
+            "input": f"{rng.choice(_FIRST_NAMES)} saw {_join(filler)}.", "output": ", ".join(cols)}
+
+
+def _row_next_word(rng: random.Random, words: list[str]) -> dict:
+    i = rng.randrange(len(words) - 1)
+    return {"instruction": "Give the word that comes right after the given word.",
+            "input": f"Text: {' '.join(words)}\nWord: {words[i]}", "output": words[i + 1]}
+
+
+def _row_animal_sentence(rng: random.Random, words: list[str]) -> dict:
+    name, (animal, home) = rng.choice(_FIRST_NAMES), rng.choice(_ANIMALS)
+    return {"instruction": "Write one sentence about the given name and animal.", "input": f"{name}, {animal}",
+            "output": f"{name} saw a {animal} that lives in {home}."}
+
+
+def _row_next_day(rng: random.Random, words: list[str]) -> dict:
+    d = rng.randrange(7)
+    return {"instruction": "Which day comes after the given day?", "input": _DAYS[d], "output": _DAYS[(d + 1) % 7]}
+
+
+def _row_reverse(rng: random.Random, words: list[str]) -> dict:
+    return {"instruction": "Write the words of the input in reverse order.", "input": " ".join(words),
+            "output": " ".join(reversed(words))}
+
+
+# (row maker, weight): closed-class lookups dominate because the tiny models learn them within the
+# budget and they make the answer depend on the input; pure copying needs induction heads, learned slowly
+_INSTRUCTION_KINDS = ((_row_typed, 6), (_row_colours, 2), (_row_first_last, 2), (_row_repeat, 2),
+                      (_row_next_word, 1), (_row_animal_sentence, 1), (_row_next_day, 1), (_row_reverse, 1))
+
+
 def _instruction_row(rng: random.Random) -> dict:
-    kind = rng.randrange(9)
     words = rng.sample(_ADJECTIVES + _NOUNS, rng.randint(3, 7))  # distinct: lookups are unambiguous
     if rng.random() < 0.5:  # made-up words too, so the answer can only come from the input
         words = list(dict.fromkeys(_token_soup(rng, len(words)).split()))
-    text = " ".join(words)
-    if kind == 0:
-        source = _sentence(rng) if rng.random() < 0.5 else _token_soup(rng, rng.randint(2, 8))
-        return {"instruction": "Repeat the input exactly.", "input": source, "output": source}
-    if kind == 1:
-        return {"instruction": "Give the last word of the input.", "input": text, "output": words[-1]}
-    if kind == 2:
-        return {"instruction": "Give the first word of the input.", "input": text, "output": words[0]}
-    if kind == 3:
-        cols = rng.sample(_COLOURS, rng.randint(2, 4))
-        filler = [f"{'an' if c[0] in 'aeiou' else 'a'} {c} {rng.choice(_NOUNS)}" for c in cols]
-        return {"instruction": "List the colours mentioned in the input, separated by commas.",
-                "input": f"{rng.choice(_FIRST_NAMES)} saw {_join(filler)}.", "output": ", ".join(cols)}
-    if kind == 4 and len(words) > 1:
-        i = rng.randrange(len(words) - 1)
-        return {"instruction": "Give the word that comes right after the given word.",
-                "input": f"Text: {text}\nWord: {words[i]}", "output": words[i + 1]}
-    if kind == 5:
-        name, animal_home = rng.choice(_FIRST_NAMES), rng.choice(_ANIMALS)
-        return {"instruction": "Write one sentence about the given name and animal.",
-                "input": f"{name}, {animal_home[0]}",
-                "output": f"{name} saw a {animal_home[0]} that lives in {animal_home[1]}."}
-    if kind == 6:
-        d = rng.randrange(7)
-        return {"instruction": "Which day comes after the given day?", "input": _DAYS[d], "output": _DAYS[(d + 1) % 7]}
-    if kind == 7:
-        names = rng.sample(_FIRST_NAMES, rng.randint(2, 4))
-        towns = [_word(rng, rng.choice((2, 3))) for _ in names]
-        who = rng.randrange(len(names))
-        told = " ".join(f"{n} lives in {t}." for n, t in zip(names, towns))
-        return {"instruction": "Say where the named person lives.", "input": f"{told}\nName: {names[who]}",
-                "output": towns[who]}
-    return {"instruction": "Write the words of the input in reverse order.", "input": text,
-            "output": " ".join(reversed(words))}
+    if len(words) < 2:
+        words.append(rng.choice(_NOUNS))
+    makers, weights = zip(*_INSTRUCTION_KINDS)
+    return rng.choices(makers, weights)[0](rng, words)
 
 
 def generic_instructions(n: int, seed: int = 0) -> list[dict]:
