@@ -21,6 +21,8 @@ from typing import Any, Iterator
 
 MANIFEST = "zoo.json"
 MANIFEST_VERSION = 1
+# bump when the data generators or the training recipe change: ensure_zoo then rebuilds stale zoos
+BUILD_REVISION = 1
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
 # the prompt format as a chat template, for servers' /v1/chat/completions (system = instruction)
 CHAT_TEMPLATE = (
@@ -95,7 +97,7 @@ def default_zoo_dir() -> Path:
 
 def spec_hash() -> str:
     """Fingerprint of every spec: a zoo built from other specs is rebuilt by ensure_zoo."""
-    payload = json.dumps({"tokenizers": [asdict(t) for t in TOKENIZERS],
+    payload = json.dumps({"revision": BUILD_REVISION, "tokenizers": [asdict(t) for t in TOKENIZERS],
                           "candidates": [asdict(c) for c in CANDIDATES], "chat_rows": CHAT_ROWS}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
