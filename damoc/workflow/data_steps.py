@@ -25,13 +25,19 @@ def prepare_data(cfg: RunConfig, train_out: Path, eval_out: Path, cache_dir: Pat
             "seconds": round(time.perf_counter() - started, 3)}
 
 
+def _pass_through(train_in: Path, out: Path, reason: str, n: int, started: float) -> dict[str, Any]:
+    """A stage switched off (grid search, disabled): its output is its input, and the stats say why."""
+    shutil.copyfile(train_in, out)
+    return {"skipped": True, "reason": reason, "n_in": n, "n_out": n,
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
 def filter_step(cfg: RunConfig, train_in: Path, out: Path, progress: bool = True) -> dict[str, Any]:
     started = time.perf_counter()
     samples = read_samples(train_in)
     if not filter_enabled(cfg):
-        shutil.copyfile(train_in, out)
-        return {"skipped": True, "reason": f"mode={cfg.mode}, method={cfg.filter.method}",
-                "n_in": len(samples), "n_out": len(samples), "seconds": round(time.perf_counter() - started, 3)}
+        return _pass_through(train_in, out, f"mode={cfg.mode}, method={cfg.filter.method}, "
+                             f"ratio={cfg.filter.ratio}", len(samples), started)
     from damoc.filtering import filter_samples
 
     selected, stats = filter_samples(samples, cfg.filter.method, cfg.filter.ratio, seed=cfg.filter.seed,
@@ -45,9 +51,8 @@ def compress_step(cfg: RunConfig, train_in: Path, out: Path, progress: bool = Tr
     started = time.perf_counter()
     samples = read_samples(train_in)
     if not compression_enabled(cfg):
-        shutil.copyfile(train_in, out)
-        return {"skipped": True, "reason": f"mode={cfg.mode}, enabled={cfg.compression.enabled}",
-                "n": len(samples), "seconds": round(time.perf_counter() - started, 3)}
+        return _pass_through(train_in, out, f"mode={cfg.mode}, enabled={cfg.compression.enabled}, "
+                             f"rate={cfg.compression.rate}", len(samples), started)
     from damoc.compression import compress_dataset
     from damoc.workflow.models import resolve_model_source
 
