@@ -25,6 +25,8 @@ MANIFEST_VERSION = 1
 BUILD_REVISION = 1
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
 # the prompt format as a chat template, for servers' /v1/chat/completions (system = instruction)
+QWEN_PRETOKENIZE_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"""
+                          r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
 CHAT_TEMPLATE = (
     "{% for m in messages %}"
     "{% if m['role'] == 'system' %}### Instruction:\n{{ m['content'] | trim }}\n\n"
@@ -39,8 +41,10 @@ class TokenizerSpec:
     id: str
     vocab_size: int
     corpus_seed: int  # generic_text / generic_instructions seed the tokenizer (and its models) train on
-    nfkc: bool = False  # Unicode NFKC normalisation before tokenising
-    split_digits: bool = False  # one token per digit, as Llama/Qwen tokenizers do
+    # "gpt2": GPT-2 byte-level regex, no normalisation. "qwen": NFC + Qwen2's regex (one token per digit,
+    # punctuation glued to the next word) and an <|endoftext|> unk token, exactly the pipeline
+    # transformers' Qwen2Tokenizer rebuilds: AutoTokenizer always loads qwen2 checkpoints with that class
+    style: str = "gpt2"
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ class CandidateSpec:
 
 TOKENIZERS: tuple[TokenizerSpec, ...] = (
     TokenizerSpec("bpe2k", vocab_size=2048, corpus_seed=0),
-    TokenizerSpec("bpe3k", vocab_size=3000, corpus_seed=1, nfkc=True, split_digits=True),
+    TokenizerSpec("bpe3k", vocab_size=3000, corpus_seed=1, style="qwen"),
 )
 
 # head_dim 64 everywhere (vLLM's CPU kernels need >= 64); widths, depths and budgets differ on purpose so
@@ -74,18 +78,18 @@ CANDIDATES: tuple[CandidateSpec, ...] = (
     CandidateSpec("tiny-llama", "llama", {**_COMMON, "hidden_size": 128, "num_hidden_layers": 4,
                                           "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 64,
                                           "intermediate_size": 256},
-                  tokenizer="bpe2k", seed=11, pretrain_steps=160, chat_steps=500),
+                  tokenizer="bpe2k", seed=11, pretrain_steps=150, chat_steps=460),
     CandidateSpec("tiny-qwen2", "qwen2", {**_COMMON, "hidden_size": 128, "num_hidden_layers": 6,
                                           "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 64,
                                           "intermediate_size": 256},
-                  tokenizer="bpe3k", seed=12, pretrain_steps=120, chat_steps=450),
+                  tokenizer="bpe3k", seed=12, pretrain_steps=110, chat_steps=420),
     CandidateSpec("tiny-mistral", "mistral", {**_COMMON, "hidden_size": 192, "num_hidden_layers": 4,
                                               "num_attention_heads": 3, "num_key_value_heads": 1, "head_dim": 64,
                                               "intermediate_size": 384},
-                  tokenizer="bpe3k", seed=13, pretrain_steps=120, chat_steps=400),
+                  tokenizer="bpe3k", seed=13, pretrain_steps=110, chat_steps=380),
     CandidateSpec("tiny-neox", "gpt_neox", {**_COMMON, "hidden_size": 128, "num_hidden_layers": 5,
                                             "num_attention_heads": 2, "intermediate_size": 384},
-                  tokenizer="bpe2k", seed=14, pretrain_steps=140, chat_steps=450),
+                  tokenizer="bpe2k", seed=14, pretrain_steps=130, chat_steps=420),
 )
 CHAT_ROWS = 6000
 
@@ -115,20 +119,26 @@ def _tokenizer_corpus(spec: TokenizerSpec) -> list[str]:
 
 def train_tokenizer(spec: TokenizerSpec):
     """A byte-level BPE trained on the spec's generic corpus, wrapped as PreTrainedTokenizerFast."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    if spec.nfkc:
-        tok.normalizer = normalizers.NFKC()
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-                         if spec.split_digits else byte_level)
+    specials = dict(SPECIAL_TOKENS)
+    if spec.style == "qwen":
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        specials["unk_token"] = "<|endoftext|>"
+    elif spec.style == "gpt2":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        raise ValueError(f"tokenizer style {spec.style!r}: use 'gpt2' or 'qwen'")
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=spec.vocab_size, special_tokens=list(SPECIAL_TOKENS.values()),
+    trainer = trainers.BpeTrainer(vocab_size=spec.vocab_size, special_tokens=list(specials.values()),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(_tokenizer_corpus(spec), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **specials)
     fast.chat_template = CHAT_TEMPLATE
     fast.model_max_length = 512
     return fast
@@ -238,6 +248,25 @@ def _save(model, tok, out: Path) -> None:
     tok.save_pretrained(out)
 
 
+def _check_tokenizer_roundtrip(path: Path, tok) -> None:
+    """AutoTokenizer picks its class from the model type (qwen2 -> Qwen2Tokenizer, which rebuilds its own
+    pipeline): make sure what users load encodes exactly as the tokenizer the model was trained with."""
+    from transformers import AutoTokenizer
+
+    from damoc.data.demo import generate, generic_instructions
+    from damoc.training.prompt import format_prompt
+
+    loaded = AutoTokenizer.from_pretrained(path)
+    rows = generic_instructions(20, seed=7) + [r for task in ("qa_long", "extractive_qa")
+                                               for r in generate(task, n_train=10, n_eval=0)[0]]
+    texts = [format_prompt(r["instruction"], r["input"]) + r["output"] for r in rows] + ["Caf\u00e9 \u2013 12,5 \uff11"]
+    same = (len(loaded) == len(tok) and loaded.eos_token_id == tok.eos_token_id
+            and loaded.pad_token_id == tok.pad_token_id and loaded.bos_token_id == tok.bos_token_id
+            and loaded(texts, add_special_tokens=True)["input_ids"] == tok(texts, add_special_tokens=True)["input_ids"])
+    if not same:
+        raise RuntimeError(f"{path}: {type(loaded).__name__} from AutoTokenizer does not match the training tokenizer")
+
+
 def _build_candidate(spec: CandidateSpec, root: Path, progress: bool, position: int = 0) -> dict[str, Any]:
     """Pretrain, save base, instruction-tune, save chat. Runs in a worker process on one thread."""
     import torch
@@ -254,6 +283,7 @@ def _build_candidate(spec: CandidateSpec, root: Path, progress: bool, position: 
     base_loss = _train(model, _pretrain_batches(blocks, spec.pretrain_steps, spec.batch_size, spec.seed),
                        spec.pretrain_steps, spec.pretrain_lr, f"{spec.name} base", progress, position)
     _save(model, tok, root / spec.name / "base")
+    _check_tokenizer_roundtrip(root / spec.name / "base", tok)
     examples = _chat_examples(tok, generic_instructions(CHAT_ROWS, seed=0))
     chat_loss = _train(model, _chat_batches(examples, spec.chat_steps, spec.batch_size, tok.pad_token_id, spec.seed),
                        spec.chat_steps, spec.chat_lr, f"{spec.name} chat", progress, position)

@@ -1,0 +1,58 @@
+"""Per-candidate steps record failures instead of raising, and pass them on to the ranking."""
+import json
+
+from damoc.config import parse_config
+from damoc.data.records import write_samples
+from damoc.data.schema import Sample
+from damoc.workflow.candidate_steps import evaluate_step, finetune_step, prune_step
+from damoc.workflow.outcome import read_failure, read_model_ref
+from damoc.workflow.rank_step import rank_step
+
+SAMPLES = [Sample(id=str(i), instruction="", input=f"q {i}", output=f"a {i}") for i in range(4)]
+
+
+def _cfg(candidates, mode="damoc"):
+    return parse_config({"mode": mode, "data": {"train": "t.jsonl", "eval": "e.jsonl", "task": "extractive_qa"},
+                         "candidates": candidates, "training": {"epochs": 1, "batch_size": 4, "max_length": 32},
+                         "evaluation": {"max_new_tokens": 3}})
+
+
+def test_broken_candidate_is_reported_failed_with_its_stage(tmp_path):
+    data = tmp_path / "d.jsonl"
+    write_samples(SAMPLES, data)
+    cand = {"name": "broken", "path": "/no/such/ckpt", "base_path": "/no/such/base"}
+    cfg = _cfg([cand])
+    pruned, trained = tmp_path / "pruned", tmp_path / "trained"
+    stats = prune_step(cfg, cand, data, pruned, progress=False)
+    assert read_failure(pruned)["stage"] == "prune" and "not found" in read_failure(pruned)["error"]
+    assert stats["candidate"] == "broken"
+    finetune_step(cfg, cand, pruned, data, trained, progress=False)
+    assert read_failure(trained)["stage"] == "prune"  # passed on, not retried
+    result = evaluate_step(cfg, cand, trained, data, progress=False)
+    assert result["status"] == "failed" and result["error"].startswith("prune: FileNotFoundError")
+
+
+def test_grid_search_keeps_a_reference_not_a_copy(tmp_path, tiny_pair):
+    data = tmp_path / "d.jsonl"
+    write_samples(SAMPLES, data)
+    cand = {"name": "ok", "path": str(tiny_pair[1]), "base_path": str(tiny_pair[0])}
+    cfg = _cfg([cand], mode="grid_search")
+    pruned = tmp_path / "pruned"
+    stats = prune_step(cfg, cand, data, pruned, progress=False)
+    assert stats["prune"] == {"skipped": True, "reason": "mode=grid_search"}
+    assert read_model_ref(pruned) == {"source": str(tiny_pair[1])}
+    assert not (pruned / "model.safetensors").exists()
+
+
+def test_rank_step_counts_a_missing_result_as_failed_and_writes_outputs(tmp_path):
+    cfg = _cfg([{"name": "a", "path": "x"}, {"name": "b", "path": "y"}])
+    result_a = {"candidate": "a", "status": "ok", "score": 0.5, "train_seconds": 2.0, "eval_seconds": 1.0}
+    out = tmp_path / "published"
+    sel = rank_step(cfg, [json.dumps(result_a)], {"filter": {"seconds": 1.5}}, started_at=0.0,
+                    selection_out=tmp_path / "s.json", report_out=tmp_path / "r.md", output_uri=str(out))
+    assert sel["selected"] == "a"
+    assert sel["ranking"][1] == {"candidate": "b", "score": None, "rank": None, "status": "failed",
+                                 "error": "no result reported"}
+    assert sel["cost"]["stage_seconds"] == {"filter": 1.5, "prune": 0.0, "train": 2.0, "evaluate": 1.0}
+    assert json.loads((out / "selection.json").read_text()) == sel
+    assert (out / "report.md").read_text() == (tmp_path / "r.md").read_text()
