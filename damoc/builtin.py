@@ -18,10 +18,19 @@ def damoc_home() -> Path:
     return Path(os.environ.get("DAMOC_HOME") or Path.home() / ".cache" / "damoc")
 
 
+def _generator_version() -> str:
+    """Hash of the demo generator's source: a changed generator never reuses stale cached data."""
+    import hashlib
+
+    import damoc.data.demo as demo
+
+    return hashlib.sha256(Path(demo.__file__).read_bytes()).hexdigest()[:10]
+
+
 def demo_data_dir(task: str) -> Path:
     from damoc.data.demo import write_demo
 
-    out = damoc_home() / "demo" / task
+    out = damoc_home() / "demo" / f"{task}-{_generator_version()}"
     if not ((out / "train.jsonl").is_file() and (out / "eval.jsonl").is_file()):
         write_demo(task, out, n_train=DEMO_SIZES["train"], n_eval=DEMO_SIZES["eval"], seed=0)
     return out
