@@ -337,3 +337,45 @@ def test_errors_name_bucket_key_and_hide_secrets(bucket: str, tmp_path: Path, ca
 
 def test_scrub_masks_credentials(bucket: str):
     assert storage._scrub(f"sig {SECRET_KEY} by {ACCESS_KEY}") == "sig *** by ***"
+
+
+# ---- the stages' use of storage: data, checkpoints and results through s3:// -------------------------
+
+
+def test_training_data_loads_from_s3_parquet(bucket: str, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from damoc.data.io import load_samples
+
+    local = tmp_path / "train.parquet"
+    pd.DataFrame([{"q": f"question {i}", "a": f"answer {i}"} for i in range(3)]).to_parquet(local)
+    storage.upload_file(local, f"s3://{bucket}/data/train.parquet")
+    samples = load_samples(f"s3://{bucket}/data/train.parquet", {"instruction": None, "input": "q", "output": "a"},
+                           cache_dir=tmp_path / "cache")
+    assert [(s.input, s.output) for s in samples] == [(f"question {i}", f"answer {i}") for i in range(3)]
+
+
+def test_checkpoint_from_s3_downloads_once_and_loads(bucket: str, tmp_path: Path, clean_env, tiny_pair) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from damoc.workflow.models import resolve_model_source
+
+    clean_env.setenv("DAMOC_HOME", str(tmp_path / "home"))
+    storage.upload_dir(tiny_pair[1], f"s3://{bucket}/models/chat")
+    local = resolve_model_source(f"s3://{bucket}/models/chat")
+    assert Path(local).is_relative_to(tmp_path / "home")
+    assert AutoModelForCausalLM.from_pretrained(local).config.model_type == "llama"
+    assert resolve_model_source(f"s3://{bucket}/models/chat") == local  # cached, not downloaded again
+
+
+def test_results_publish_to_s3(bucket: str, tmp_path: Path) -> None:
+    import json
+
+    from damoc.config import parse_config
+    from damoc.workflow.rank_step import rank_step
+
+    cfg = parse_config({"data": {"train": "t.jsonl", "eval": "e.jsonl"}, "candidates": [{"name": "a", "path": "x"}]})
+    result = {"candidate": "a", "status": "ok", "score": 0.25, "train_seconds": 1.0}
+    rank_step(cfg, [result], {}, 0.0, tmp_path / "s.json", tmp_path / "r.md", f"s3://{bucket}/runs/1")
+    assert json.loads(storage.read_text(f"s3://{bucket}/runs/1/selection.json"))["selected"] == "a"
+    assert storage.read_text(f"s3://{bucket}/runs/1/report.md").startswith("# DaMoC selection")
