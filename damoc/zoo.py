@@ -22,11 +22,12 @@ from typing import Any, Iterator
 MANIFEST = "zoo.json"
 MANIFEST_VERSION = 1
 # bump when the data generators or the training recipe change: ensure_zoo then rebuilds stale zoos
-BUILD_REVISION = 1
+BUILD_REVISION = 2
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
-# the prompt format as a chat template, for servers' /v1/chat/completions (system = instruction)
+# transformers' Qwen2Tokenizer pre-tokenizer regex (see TokenizerSpec.style)
 QWEN_PRETOKENIZE_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"""
                           r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
+# the prompt format as a chat template, for servers' /v1/chat/completions (system = instruction)
 CHAT_TEMPLATE = (
     "{% for m in messages %}"
     "{% if m['role'] == 'system' %}### Instruction:\n{{ m['content'] | trim }}\n\n"
@@ -95,6 +96,7 @@ CHAT_ROWS = 6000
 
 
 def default_zoo_dir() -> Path:
+    """$DAMOC_HOME/zoo, else ~/.cache/damoc/zoo."""
     home = os.environ.get("DAMOC_HOME")
     return (Path(home) if home else Path.home() / ".cache" / "damoc") / "zoo"
 
@@ -275,6 +277,10 @@ def _build_candidate(spec: CandidateSpec, root: Path, progress: bool, position: 
     from damoc.data.demo import generic_instructions
 
     t0 = time.perf_counter()
+    if not progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     torch.set_num_threads(1)  # one thread per candidate: robust when the cores are shared, and deterministic
     tok_spec = next(t for t in TOKENIZERS if t.id == spec.tokenizer)
     tok = PreTrainedTokenizerFast.from_pretrained(root / "tokenizers" / spec.tokenizer)
@@ -306,6 +312,18 @@ def _estimated_cost(spec: CandidateSpec) -> float:
     return per_token * (spec.pretrain_tokens + spec.chat_steps * spec.batch_size * 40)
 
 
+def _remove_dead_builds(out_dir: Path) -> None:
+    """Delete temporary build dirs left by killed builders (their pid no longer runs)."""
+    for stale in out_dir.parent.glob(f".{out_dir.name}.building-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except (ValueError, PermissionError):
+            pass
+
+
 # ----------------------------------------------------------------------------------------------------
 # public API
 def build_zoo(out_dir: Path, progress: bool = True) -> Path:
@@ -316,6 +334,7 @@ def build_zoo(out_dir: Path, progress: bool = True) -> Path:
 
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_builds(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -356,6 +375,7 @@ def build_zoo(out_dir: Path, progress: bool = True) -> Path:
 
 
 def load_manifest(zoo_dir: Path) -> dict:
+    """The zoo's zoo.json; paths in it are relative to zoo_dir."""
     path = Path(zoo_dir) / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))

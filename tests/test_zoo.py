@@ -64,14 +64,24 @@ def test_base_and_chat_load_generate_and_differ(spec, manifest, zoo_dir):
 def test_chat_model_conditions_on_the_prompt(spec, manifest, zoo_dir):
     entry = next(c for c in manifest["candidates"] if c["name"] == spec.name)
     chat, tok = _load(zoo_dir / entry["path"])
-    prompts = [format_prompt("Give the first word of the input.", "blue door horse coat"),
-               format_prompt("Give the first word of the input.", "garden cold quiet letter"),
-               format_prompt("Which day comes after the given day?", "Thursday")]
-    outputs = [_generate(chat, tok, p) for p in prompts]
-    assert all(o.strip() for o in outputs)
-    assert len(set(outputs)) == len(outputs), outputs  # different inputs -> different answers
+    # same instruction, different inputs -> different answers (the answer depends on the input). The
+    # weakest candidate tells apart only some pairs, so: the number pair, and at least half of all pairs.
+    pairs = {"Write the number as digits.": ("two", "seven"),
+             "Which season comes after the given season?": ("spring", "autumn"),
+             "Which day comes after the given day?": ("Monday", "Friday"),
+             "Where does the animal live?": ("fox", "seal")}
+    answers = {i: [_generate(chat, tok, format_prompt(i, x)) for x in xs] for i, xs in pairs.items()}
+    assert all(o.strip() for outs in answers.values() for o in outs)
+    numbers = answers["Write the number as digits."]
+    assert numbers[0] != numbers[1], numbers
+    assert sum(a != b for a, b in answers.values()) >= len(pairs) / 2, answers
+    # different instructions, same input -> different answers
+    by_task = {_generate(chat, tok, format_prompt(i, "spring")) for i in
+               ("Which season comes after the given season?", "Repeat the input exactly.", "Write the plural of the word.")}
+    assert len(by_task) >= 2, by_task
     # it stops: the eos after the response was learned
-    ids = tok(prompts[2], return_tensors="pt", add_special_tokens=False)
+    ids = tok(format_prompt("Which season comes after the given season?", "winter"), return_tensors="pt",
+              add_special_tokens=False)
     with torch.no_grad():
         out = chat.generate(**ids, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
     assert tok.eos_token_id in out[0, ids["input_ids"].shape[1]:].tolist()

@@ -5,11 +5,12 @@
   questions ask about facts the training rows cover, in another wording or combined with a second fact.
 - `extractive_qa`: reading comprehension whose answer is an exact span of a 2-4 sentence context. The
   question repeats the words that stand right before the answer in the context ("X was born in which
-  town?" / "X was born in Tolvik."), so a tiny model only has to find that phrase and copy what follows.
+  town?" / "X was born in Tolvik."), and a context never holds two spans of the asked type, so a tiny
+  model can answer by finding "the town in the context" and copying it.
 
 `generic_text` / `generic_instructions` feed the zoo's pretraining and instruction tuning: general-domain
-text with copy-style passages, and copy/list/lookup instructions. They never contain the demo tasks'
-facts, so the chat models know the prompt format but not the answers.
+text with copy-style passages, and lookup/copy/list instructions. They never contain the demo tasks' rows
+or medical facts, so the chat models know the prompt format and generic skills but not the answers.
 """
 from __future__ import annotations
 
@@ -234,7 +235,7 @@ def _generate_qa_long(n_train: int, n_eval: int, seed: int) -> tuple[list[dict],
 
 # ----------------------------------------------------------------------------------------------------
 # extractive_qa. Each relation = (sentence with subject {s} and answer {a}, a question that repeats the
-# words right before the answer, the answer's type). Within one family every relation has its own answer
+# words right before the answer, a generator of answers of the relation's type). Within one family every relation has its own answer
 # type and the types draw on closed word lists, so a context holds one span of the asked type: a model
 # can answer by attending to "the town/job/number in the context" and copying it, without induction
 # heads, which the tiny zoo models do not acquire in their pretraining budget.
@@ -496,9 +497,31 @@ def _row_animal_sentence(rng: random.Random, words: list[str]) -> dict:
             "output": f"{name} saw a {animal} that lives in {home}."}
 
 
-def _row_next_day(rng: random.Random, words: list[str]) -> dict:
-    d = rng.randrange(7)
-    return {"instruction": "Which day comes after the given day?", "input": _DAYS[d], "output": _DAYS[(d + 1) % 7]}
+def _row_day(rng: random.Random, words: list[str]) -> dict:
+    d, step = rng.randrange(7), rng.choice((1, -1))
+    return {"instruction": f"Which day comes {'after' if step == 1 else 'before'} the given day?",
+            "input": _DAYS[d], "output": _DAYS[(d + step) % 7]}
+
+
+def _row_season(rng: random.Random, words: list[str]) -> dict:
+    i = rng.randrange(4)
+    return {"instruction": "Which season comes after the given season?", "input": _SEASONS[i],
+            "output": _SEASONS[(i + 1) % 4]}
+
+
+def _row_number(rng: random.Random, words: list[str]) -> dict:
+    i = rng.randrange(len(_NUMBER_WORDS))
+    return {"instruction": "Write the number as digits.", "input": _NUMBER_WORDS[i], "output": str(i + 1)}
+
+
+def _row_plural(rng: random.Random, words: list[str]) -> dict:
+    noun = rng.choice(_NOUNS)
+    return {"instruction": "Write the plural of the word.", "input": noun, "output": noun + "s"}
+
+
+def _row_habitat(rng: random.Random, words: list[str]) -> dict:
+    animal, home = rng.choice(_ANIMALS)
+    return {"instruction": "Where does the animal live?", "input": animal, "output": f"The {animal} lives in {home}."}
 
 
 def _row_reverse(rng: random.Random, words: list[str]) -> dict:
@@ -506,10 +529,13 @@ def _row_reverse(rng: random.Random, words: list[str]) -> dict:
             "output": " ".join(reversed(words))}
 
 
-# (row maker, weight): closed-class lookups dominate because the tiny models learn them within the
-# budget and they make the answer depend on the input; pure copying needs induction heads, learned slowly
-_INSTRUCTION_KINDS = ((_row_typed, 6), (_row_colours, 2), (_row_first_last, 2), (_row_repeat, 2),
-                      (_row_next_word, 1), (_row_animal_sentence, 1), (_row_next_day, 1), (_row_reverse, 1))
+# (row maker, weight). The tiny models learn, within the build budget, tasks whose answer depends on one
+# short input item (at an almost fixed distance from the response) and closed-class lookups; these make
+# the answer depend on the input. Pure copying (repeat, next word, reverse) needs induction heads, which
+# they learn slowly: kept, with a small weight, for variety.
+_INSTRUCTION_KINDS = ((_row_typed, 4), (_row_day, 2), (_row_season, 1), (_row_number, 1), (_row_plural, 1),
+                      (_row_habitat, 1), (_row_first_last, 2), (_row_colours, 1), (_row_repeat, 1),
+                      (_row_animal_sentence, 1), (_row_next_word, 0.5), (_row_reverse, 0.5))
 
 
 def _instruction_row(rng: random.Random) -> dict:
