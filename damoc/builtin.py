@@ -5,17 +5,13 @@ On a cluster, point the config at real checkpoints and data (local path in the i
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from damoc.config import ConfigError, RunConfig
+from damoc.paths import damoc_home
 
 ZOO_SCHEME, DEMO_SCHEME = "zoo://", "demo://"
 DEMO_SIZES = {"train": 3000, "eval": 300}
-
-
-def damoc_home() -> Path:
-    return Path(os.environ.get("DAMOC_HOME") or Path.home() / ".cache" / "damoc")
 
 
 def _generator_version() -> str:
@@ -38,10 +34,10 @@ def demo_data_dir(task: str) -> Path:
 
 def resolve_uri(uri: str) -> str:
     if uri.startswith(ZOO_SCHEME):
-        from damoc.zoo import ensure_zoo, load_manifest
+        from damoc.zoo import default_zoo_dir, ensure_zoo, load_manifest
 
         name, _, variant = uri.removeprefix(ZOO_SCHEME).partition("/")
-        zoo = ensure_zoo(damoc_home() / "zoo")
+        zoo = ensure_zoo(default_zoo_dir())
         entries = {c["name"]: c for c in load_manifest(zoo)["candidates"]}
         if name not in entries or variant not in ("", "chat", "base"):
             raise ConfigError(f"{uri}: no such zoo model; available: "

@@ -80,9 +80,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_build(args: argparse.Namespace) -> int:
-    from damoc.zoo import build_zoo, ensure_zoo, load_manifest
+    from damoc.zoo import build_zoo, default_zoo_dir, ensure_zoo, load_manifest
 
-    out = Path(args.dir) if args.dir else Path(os.environ.get("DAMOC_HOME") or Path.home() / ".cache/damoc") / "zoo"
+    out = Path(args.dir) if args.dir else default_zoo_dir()
     zoo = build_zoo(out) if args.force else ensure_zoo(out)
     for c in load_manifest(zoo)["candidates"]:
         print(f"  zoo://{c['name']:<16} {c['model_type']:<9} layers={c['num_layers']} params={c['params']:,}")

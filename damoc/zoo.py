@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from damoc.paths import damoc_home
+
 MANIFEST = "zoo.json"
 MANIFEST_VERSION = 1
 # bump when the data generators or the training recipe change: ensure_zoo then rebuilds stale zoos
@@ -97,8 +99,7 @@ CHAT_ROWS = 6000
 
 def default_zoo_dir() -> Path:
     """$DAMOC_HOME/zoo, else ~/.cache/damoc/zoo."""
-    home = os.environ.get("DAMOC_HOME")
-    return (Path(home) if home else Path.home() / ".cache" / "damoc") / "zoo"
+    return damoc_home() / "zoo"
 
 
 def spec_hash() -> str:

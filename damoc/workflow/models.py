@@ -1,17 +1,16 @@
 """Where a candidate's checkpoint comes from: a local directory, an s3:// prefix, or a hub id."""
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 from damoc import storage
+from damoc.paths import damoc_home
 from damoc.workflow.outcome import read_model_ref
 
 
 def model_cache_dir() -> Path:
-    root = os.environ.get("DAMOC_HOME") or str(Path.home() / ".cache" / "damoc")
-    return Path(root) / "models"
+    return damoc_home() / "models"
 
 
 def resolve_model_source(uri: str) -> str:
