@@ -6,7 +6,6 @@ instead of failing the whole run.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +15,8 @@ from damoc.config import Candidate, RunConfig
 from damoc.data.records import read_samples
 from damoc.training.prompt import format_prompt
 from damoc.workflow.models import model_in_artifact, resolve_model_source
-from damoc.workflow.outcome import read_failure, read_stats, write_failure, write_model_ref, write_stats
+from damoc.workflow.outcome import (FAILURE_FILE, STATS_FILE, read_failure, read_stats, write_failure,
+                                    write_model_ref, write_stats)
 from damoc.workflow.stages import pruning_enabled
 
 
@@ -25,7 +25,7 @@ def _pass_on_failure(model_in: Path, model_out: Path) -> bool:
     if failure is None:
         return False
     model_out.mkdir(parents=True, exist_ok=True)
-    for name in ("damoc_failure.json", "damoc_stats.json"):
+    for name in (FAILURE_FILE, STATS_FILE):
         if (model_in / name).is_file():
             shutil.copyfile(model_in / name, model_out / name)
     return True
@@ -107,4 +107,4 @@ def evaluate_step(cfg: RunConfig, candidate: dict[str, Any], model_in: Path, eva
     except Exception as err:  # noqa: BLE001
         result.update(status="failed", error=f"evaluate: {type(err).__name__}: {err}")
     result["eval_seconds"] = round(time.perf_counter() - started, 3)
-    return json.loads(json.dumps(result, default=str))
+    return result
