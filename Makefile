@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 export DS_BUILD_OPS := 0
 OUT ?= runs
 
-.PHONY: help install install-test zoo demo grid compare test test-all compile clean
+.PHONY: help install install-test zoo demo grid compare test test-all compile clean images image-component image-train image-rewriter
 help:
 	@echo "make demo       install, build the tiny zoo + demo data if absent, run a DaMoC selection (kfp.local)"
 	@echo "make test       install (with test extras), build the zoo if absent, run the default test suite"
@@ -59,3 +59,38 @@ compile: install
 
 clean:
 	rm -rf $(OUT) .pytest_cache
+
+# ---- container images (needs docker with BuildKit and a `docker login` to REGISTRY; see docker/README.md)
+# make images REGISTRY=registry.example.com/ml TAG=0.1.0   builds and pushes all three.
+# Base images can be pinned by digest, e.g. PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:...
+REGISTRY ?= ghcr.io/damoc-project
+TAG ?= 0.1.0
+DOCKER ?= docker
+PLATFORM ?= linux/amd64
+PYTHON_IMAGE ?= python:3.11.14-slim-bookworm
+CUDA_DEVEL_IMAGE ?= nvidia/cuda:13.0.1-cudnn-devel-ubuntu24.04
+CUDA_RUNTIME_IMAGE ?= nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
+VLLM_IMAGE ?= vllm/vllm-openai:v0.32.0
+
+images: image-component image-train image-rewriter
+	@echo "pushed $(REGISTRY)/damoc:$(TAG) $(REGISTRY)/damoc-train:$(TAG) $(REGISTRY)/damoc-rewriter:$(TAG)"
+	@echo "digests for the chart's image.*.digest values:"
+	@for i in damoc damoc-train damoc-rewriter; do \
+	  $(DOCKER) buildx imagetools inspect $(REGISTRY)/$$i:$(TAG) --format '{{json .Manifest.Digest}}' \
+	    | sed "s|^|  $$i: |"; done
+
+image-component:
+	DOCKER_BUILDKIT=1 $(DOCKER) build --platform $(PLATFORM) -f docker/Dockerfile \
+	  --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) -t $(REGISTRY)/damoc:$(TAG) .
+	$(DOCKER) push $(REGISTRY)/damoc:$(TAG)
+
+image-train:
+	DOCKER_BUILDKIT=1 $(DOCKER) build --platform $(PLATFORM) -f docker/Dockerfile.train \
+	  --build-arg CUDA_DEVEL_IMAGE=$(CUDA_DEVEL_IMAGE) --build-arg CUDA_RUNTIME_IMAGE=$(CUDA_RUNTIME_IMAGE) \
+	  -t $(REGISTRY)/damoc-train:$(TAG) .
+	$(DOCKER) push $(REGISTRY)/damoc-train:$(TAG)
+
+image-rewriter:
+	DOCKER_BUILDKIT=1 $(DOCKER) build --platform $(PLATFORM) -f docker/Dockerfile.rewriter \
+	  --build-arg VLLM_IMAGE=$(VLLM_IMAGE) -t $(REGISTRY)/damoc-rewriter:$(TAG) .
+	$(DOCKER) push $(REGISTRY)/damoc-rewriter:$(TAG)
