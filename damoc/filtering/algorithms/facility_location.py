@@ -10,7 +10,13 @@ Marginal gain of j given the current coverage c_i = max(0, max_{k in X} s_ik):
     g(j | X) = sum_i max(0, s_ij - c_i)
 Computing g for a candidate needs its kernel row E e_j (O(n*d)); no kernel is stored. Optimizers:
 
-- "lazy" (exact, default): Minoux's lazy greedy. Upper bounds start at g(j | {}) (one blocked pass over
+- "incremental" (exact, default): keeps every gain exact. Picking p raises the coverage of the points
+  U = {i : s_ip > c_i} only, so g(j) changes by sum_{i in U} [max(0, s_ij - c_i') - max(0, s_ij - c_i)]:
+  one |U| x n kernel block per step (blocked to the memory budget). A point's coverage rises only a few
+  times over the run, so the total work is a small multiple of one n^2*d kernel pass, whether or not the
+  gains are flat (random high-dimensional data, where lazy greedy re-evaluates a large share of the
+  candidates at every step).
+- "lazy" (exact): Minoux's lazy greedy. Upper bounds start at g(j | {}) (one blocked pass over
   the kernel: n^2*d work, O(block * n) memory); by submodularity gains only shrink, so at each step only
   the candidates whose stale bound still tops the list are re-evaluated, `batch_size` at a time in one
   matrix product. A candidate is accepted when its bound is fresh and is the maximum (lowest index on
@@ -34,7 +40,7 @@ from threadpoolctl import threadpool_limits
 
 from damoc.filtering.algorithms._common import as_embeddings, check_n_select, rows_per_block, unit_rows
 
-Optimizer = Literal["lazy", "naive", "stochastic"]
+Optimizer = Literal["incremental", "lazy", "naive", "stochastic"]
 
 
 def _prepare(embeddings: np.ndarray, normalize: bool) -> np.ndarray:
@@ -61,14 +67,15 @@ def _gains(emb: np.ndarray, cand: np.ndarray, cover: np.ndarray, budget_mb: floa
     return out
 
 
-def facility_location_greedy(embeddings: np.ndarray, n_select: int, *, optimizer: Optimizer = "lazy",
+def facility_location_greedy(embeddings: np.ndarray, n_select: int, *, optimizer: Optimizer = "incremental",
                              normalize: bool = True, batch_size: int = 32, epsilon: float = 0.01,
                              seed: int = 0, memory_budget_mb: float = 256.0,
                              blas_threads: int | None = None) -> list[int]:
     """Greedy maximisation of facility location; returns `n_select` indices in pick order.
 
     normalize: scale rows to unit norm first (cosine kernel); False uses the raw dot product.
-    optimizer: "lazy" and "naive" are exact greedy (same picks as each other); "stochastic" uses
+    optimizer: "incremental", "lazy" and "naive" are exact greedy (same picks up to float rounding of tied
+        gains); "stochastic" uses
         `seed` and `epsilon`.
     batch_size: stale candidates re-evaluated together by the lazy optimizer (one matrix product).
     memory_budget_mb: cap on each kernel block (rows x n float64 temporaries).
@@ -77,8 +84,8 @@ def facility_location_greedy(embeddings: np.ndarray, n_select: int, *, optimizer
     emb = _prepare(embeddings, normalize)
     n = emb.shape[0]
     n_select = check_n_select(n_select, n)
-    if optimizer not in ("lazy", "naive", "stochastic"):
-        raise ValueError(f"optimizer must be 'lazy', 'naive' or 'stochastic', got {optimizer!r}")
+    if optimizer not in ("incremental", "lazy", "naive", "stochastic"):
+        raise ValueError(f"optimizer must be 'incremental', 'lazy', 'naive' or 'stochastic', got {optimizer!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if optimizer == "stochastic" and not 0.0 < epsilon < 1.0:
@@ -87,6 +94,8 @@ def facility_location_greedy(embeddings: np.ndarray, n_select: int, *, optimizer
         return []
     limits = threadpool_limits(limits=blas_threads, user_api="blas") if blas_threads else None
     try:
+        if optimizer == "incremental":
+            return _incremental(emb, n_select, memory_budget_mb)
         if optimizer == "lazy":
             return _lazy(emb, n_select, batch_size, memory_budget_mb)
         if optimizer == "naive":
@@ -95,6 +104,32 @@ def facility_location_greedy(embeddings: np.ndarray, n_select: int, *, optimizer
     finally:
         if limits is not None:
             limits.restore_original_limits()
+
+
+def _incremental(emb: np.ndarray, k: int, budget_mb: float) -> list[int]:
+    n = emb.shape[0]
+    cover = np.zeros(n, dtype=np.float64)
+    gains = _gains(emb, np.arange(n), cover, budget_mb)  # g(j | {}) = sum_i max(0, s_ij)
+    row = np.empty(n, dtype=emb.dtype)
+    step = rows_per_block(n, budget_mb, itemsize=8)
+    order: list[int] = []
+    for _ in range(k):
+        p = int(np.argmax(gains))  # picked entries are -inf
+        order.append(p)
+        np.matmul(emb, emb[p], out=row)
+        changed = np.flatnonzero(row > cover)
+        new_cover = row[changed].astype(np.float64)
+        for s in range(0, changed.size, step):
+            idx = changed[s:s + step]
+            block = emb[idx] @ emb.T  # s_ij for i in this part of U, all j
+            old = cover[idx]
+            new = new_cover[s:s + step]
+            # With old < new: max(0, x - new) - max(0, x - old) = -(clip(x, old, new) - old).
+            np.clip(block, old.astype(emb.dtype)[:, None], new.astype(emb.dtype)[:, None], out=block)
+            gains -= block.sum(axis=0, dtype=np.float64) - old.sum()
+        cover[changed] = new_cover
+        gains[p] = -np.inf  # stays -inf: later updates are finite
+    return order
 
 
 def _lazy(emb: np.ndarray, k: int, batch_size: int, budget_mb: float) -> list[int]:
