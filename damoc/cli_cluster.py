@@ -143,3 +143,15 @@ def add_cluster_commands(subparsers: argparse._SubParsersAction) -> None:
     st.add_argument("run_id")
     st.add_argument("--json", action="store_true", help="print the status as JSON")
     st.set_defaults(func=_guarded(cmd_status))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m damoc.cli_cluster ...`: the same commands without the rest of the CLI (hook Jobs use it)."""
+    parser = argparse.ArgumentParser(prog="damoc", description="DaMoC on Kubeflow Pipelines", epilog=ENV_HELP)
+    add_cluster_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
