@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 export DS_BUILD_OPS := 0
 OUT ?= runs
 
-.PHONY: help install install-test zoo demo grid compare test test-all compile clean images image-component image-train image-rewriter
+.PHONY: help install install-test zoo demo grid compare test test-all compile clean images image-component image-train image-rewriter bench-filter
 help:
 	@echo "make demo       install, build the tiny zoo + demo data if absent, run a DaMoC selection (kfp.local)"
 	@echo "make test       install (with test extras), build the zoo if absent, run the default test suite"
@@ -94,3 +94,16 @@ image-rewriter:
 	DOCKER_BUILDKIT=1 $(DOCKER) build --platform $(PLATFORM) -f docker/Dockerfile.rewriter \
 	  --build-arg VLLM_IMAGE=$(VLLM_IMAGE) -t $(REGISTRY)/damoc-rewriter:$(TAG) .
 	$(DOCKER) push $(REGISTRY)/damoc-rewriter:$(TAG)
+
+# Selection benchmark vs apricot-select / submodlib-py, which live in their own venv (project pins untouched).
+# Quick run: make bench-filter BENCH_ARGS="--n 6000 --mid-n 3000 --small-n 1000 --out -"
+BENCH_VENV := .cache/bench-venv
+BENCH_ARGS ?=
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV) || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q numpy==2.4.6 apricot-select==0.6.1 submodlib-py==0.0.3
+	touch $@
+
+bench-filter: install $(BENCH_VENV)/.installed
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_filter.py $(BENCH_ARGS)
