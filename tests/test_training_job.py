@@ -326,6 +326,19 @@ def test_wait_without_core_api_still_reports_the_condition():
         _wait(FakeCustomObjectsApi(FAILED))
 
 
+def test_failed_job_whose_pods_are_gone_or_unlistable():
+    with pytest.raises(tj.TrainingJobError) as err:
+        _wait(FakeCustomObjectsApi(FAILED), FakeCoreV1Api([]))
+    assert err.value.pod is None and err.value.reason == "PyTorchJobFailed"
+
+    class Broken(FakeCoreV1Api):
+        def list_namespaced_pod(self, namespace, label_selector=None):
+            raise OSError("connection reset by peer")
+
+    with pytest.raises(tj.TrainingJobError, match="has failed because"):
+        _wait(FakeCustomObjectsApi(FAILED), Broken([]))
+
+
 def test_wait_fails_early_on_crash_loop_with_the_crashed_containers_log():
     api = FakeCustomObjectsApi(RUNNING)  # the operator still reports Running while the pod crash-loops
     core = FakeCoreV1Api([[RUNNING_POD], [CRASHLOOP_POD]],

@@ -409,6 +409,22 @@ def _failing_pod(core_api, name: str, namespace: str, max_restarts: int,
     return None
 
 
+def _failure_evidence(core_api, name: str, namespace: str, max_restarts: int,
+                      tail_lines: int) -> tuple[str | None, str]:
+    """(pod name, log tail) explaining a failed job: the failing pod (master first), else any of its pods."""
+    if core_api is None:
+        return None, ""
+    try:
+        found = _failing_pod(core_api, name, namespace, max_restarts, include_exits=True)
+        pod = found[0] if found else next(iter(_pods(core_api, name, namespace)), None)
+    except Exception as exc:  # evidence is best effort; the Failed condition is reported regardless
+        log.warning("listing pods of failed job %s/%s failed: %s", namespace, name, exc)
+        return None, ""
+    if pod is None:
+        return None, ""
+    return pod["metadata"]["name"], _pod_logs(core_api, pod, namespace, tail_lines)
+
+
 def wait_for_job(api, name: str, namespace: str = "default", timeout_s: float = 24 * 3600, poll_s: float = 30.0,
                  *, core_api=None, max_restarts: int = 3, log_tail_lines: int = 200,
                  sleep: Callable[[float], None] = time.sleep,
@@ -449,17 +465,7 @@ def wait_for_job(api, name: str, namespace: str = "default", timeout_s: float = 
                 return job
             failed = _condition(job, "Failed")
             if failed:
-                pod, logs = None, ""
-                if core_api is not None:
-                    found = _failing_pod(core_api, name, namespace, max_restarts, include_exits=True)
-                    if found:
-                        pod, logs = found[0]["metadata"]["name"], _pod_logs(core_api, found[0], namespace,
-                                                                             log_tail_lines)
-                    else:
-                        pods = _pods(core_api, name, namespace)
-                        if pods:
-                            pod = pods[0]["metadata"]["name"]
-                            logs = _pod_logs(core_api, pods[0], namespace, log_tail_lines)
+                pod, logs = _failure_evidence(core_api, name, namespace, max_restarts, log_tail_lines)
                 raise TrainingJobError(name, failed.get("reason") or "Failed",
                                        failed.get("message") or "job condition Failed", pod=pod, logs=logs)
             if core_api is not None:
