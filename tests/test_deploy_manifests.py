@@ -1,16 +1,24 @@
-"""Offline checks of the cluster side: manifests/ (kustomize base), helm/damoc, docker/Dockerfile.
+"""Offline checks of the cluster side: helm/damoc, manifests/ (kustomize base), docker/.
 
 Every Kubernetes object is validated against the schemas bundled with `kubernetes-validate` (strict:
-unknown fields fail), without an API server. RBAC is checked to stay least-privilege, and the Helm
-chart is linted and rendered with the Helm SDK (`helm-python-sdk`) when it is installed.
+unknown fields fail) for a pinned old and the newest bundled Kubernetes version, and the Kubeflow custom
+objects against the CRDs in shared/schemas — all without an API server. RBAC must stay namespaced and
+minimal (exact verb sets), every pod hardened, the chart linted and the kustomize base equivalent to the
+chart's default render. The image dependency lists are checked against what the code imports.
 """
 from __future__ import annotations
 
+import ast
+import copy
+import importlib.metadata as md
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tomllib
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -21,46 +29,96 @@ kv = pytest.importorskip("kubernetes_validate")
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"
 CHART = REPO / "helm" / "damoc"
-DOCKERFILE = REPO / "docker" / "Dockerfile"
+DOCKER = REPO / "docker"
+PRODUCTION = CHART / "examples" / "values-production.yaml"
+PACKAGE = REPO / "pipelines" / "compiled" / "damoc_pipeline.yaml"
+SCHEMAS = Path(os.environ.get("DAMOC_SHARED", REPO.parent / "shared")) / "schemas" / "crds"
 
-# Oldest supported (kubeVersion in Chart.yaml is >=1.25; 1.30 is a common floor today) and newest bundled.
-K8S_VERSIONS = ["1.30.0", kv.latest_version()]
-SECRET_TEMPLATE = "s3-credentials.example.yaml"
-S3_SECRET = "s3-credentials"
-S3_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DAMOC_S3_ENDPOINT"}
+# Pinned: the oldest Kubernetes we support (Chart.yaml kubeVersion >=1.25; 1.30 is the usual floor
+# today) and the newest kubernetes-validate 1.37.0 bundles.
+K8S_VERSIONS = ["1.30.0", "1.37.0"]
+NS = "team-a"
 
-# The complete permission set: (apiGroup, resource) -> verbs. Anything else is a regression.
-ALLOWED_RULES = {
+LAUNCHER_RULES = {
     ("kubeflow.org", "pytorchjobs"): {"create", "get", "list", "watch", "delete"},
-    ("trainer.kubeflow.org", "trainjobs"): {"create", "get", "list", "watch", "delete"},
     ("", "pods"): {"get", "list", "watch"},
     ("", "pods/log"): {"get"},
-    ("", "services"): {"create", "get", "delete"},
-    ("", "secrets"): {"get"},
+}
+REGISTRAR_RULES = {("pipelines.kubeflow.org", "pipelines"): {"create", "get", "list"}}
+SCHEDULER_RULES = {
+    ("pipelines.kubeflow.org", "experiments"): {"create", "get", "list"},
+    ("pipelines.kubeflow.org", "jobs"): {"create", "get", "list", "delete"},
 }
 CLUSTER_KINDS = {"ClusterRole", "ClusterRoleBinding", "Namespace", "CustomResourceDefinition",
-                 "PersistentVolume", "StorageClass", "PriorityClass"}
+                 "PersistentVolume", "StorageClass", "PriorityClass", "MutatingWebhookConfiguration",
+                 "ValidatingWebhookConfiguration"}
+CRD_FILES = {
+    ("pipelines.kubeflow.org/v2beta1", "Pipeline"): "pipelines.kubeflow.org_pipelines.kfp-2.17.0.yaml",
+    ("pipelines.kubeflow.org/v2beta1", "PipelineVersion"): "pipelines.kubeflow.org_pipelineversions.kfp-2.17.0.yaml",
+}
+
+SCHEDULE = {"enabled": True, "cron": "0 3 * * 1", "name": "weekly", "experiment": "nightly",
+            "runConfig": {"mode": "damoc", "data": {"train": "s3://b/train.jsonl", "eval": "s3://b/eval.jsonl"},
+                          "candidates": [{"name": "a", "path": "s3://b/models/a"}]}}
+REWRITER_PVC = {"enabled": True, "model": {"source": "pvc", "pvc": {"claimName": "llm", "subPath": "qwen"}},
+                "apiKey": {"existingSecret": "rw-key"}}
 
 
 def _docs(text: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
-def _manifest_files() -> list[Path]:
-    return sorted(p for p in MANIFESTS.glob("*.yaml") if p.name != "kustomization.yaml")
+def _production() -> dict:
+    return yaml.safe_load(PRODUCTION.read_text())
 
 
-def _manifest_objects() -> list[tuple[str, dict]]:
-    return [(p.name, o) for p in _manifest_files() for o in _docs(p.read_text())]
+VALUE_CASES = {
+    "defaults": {},
+    "production": _production(),
+    "kubernetes-native+schedule": {"registration": {"mode": "kubernetes"}, "schedule": SCHEDULE},
+    "kfp-store-single-user-token": {
+        "objectStore": {"type": "kfp", "createBucket": True}, "kfp": {"multiUser": False, "tokenSecret": "kfp-token"},
+        "schedule": SCHEDULE, "rewriter": REWRITER_PVC,
+        "image": {"repository": "r.example/damoc", "tag": "1.0", "digest": "sha256:" + "a" * 64},
+    },
+    "minimal": {"serviceAccount": {"create": False, "name": "default-editor"}, "registration": {"enabled": False},
+                "objectStore": {"createBucket": False, "endpoint": "https://s3.example.com"}},
+}
 
 
-def _kustomization() -> dict:
-    return yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+# ------------------------------------------------------------------ helpers
+
+@pytest.fixture(scope="module")
+def helm():
+    return pytest.importorskip("helm_python")
+
+
+@lru_cache(maxsize=None)
+def _render_cached(values_json: str, namespace: str) -> tuple[tuple[str, str], ...]:
+    import helm_python
+
+    with helm_python.Chart.load(CHART) as chart:
+        rendered = chart.render(json.loads(values_json), name="damoc", namespace=namespace)
+    return tuple(sorted(rendered.items()))
+
+
+def _render(values: dict | None = None, namespace: str = NS) -> list[dict]:
+    rendered = _render_cached(json.dumps(values or {}, sort_keys=True), namespace)
+    return [o for path, text in rendered if path.endswith((".yaml", ".yml")) for o in _docs(text)]
+
+
+def _notes(values: dict | None = None) -> str:
+    rendered = dict(_render_cached(json.dumps(values or {}, sort_keys=True), NS))
+    return rendered["damoc/templates/NOTES.txt"]
 
 
 def _validate(obj: dict, version: str) -> None:
-    """Raise with a readable message; a kind without a bundled schema is a failure, not a skip."""
+    """Built-in kinds against kubernetes-validate (strict), Kubeflow kinds against shared/schemas."""
     where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+    key = (obj.get("apiVersion"), obj.get("kind"))
+    if key in CRD_FILES:
+        _validate_crd(obj, CRD_FILES[key])
+        return
     try:
         kv.validate(obj, version, strict=True)
     except kv.ValidationError as e:
@@ -70,204 +128,583 @@ def _validate(obj: dict, version: str) -> None:
         pytest.fail(f"{where}: {e.message}")
 
 
-def _assert_least_privilege(objects: list[dict]) -> None:
+@lru_cache(maxsize=None)
+def _crd_schema(file: str) -> dict:
+    if not (SCHEMAS / file).is_file():
+        pytest.skip(f"CRD schema {file} not available under {SCHEMAS}")
+    (crd,) = _docs((SCHEMAS / file).read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["served"]]
+    return version["schema"]["openAPIV3Schema"]
+
+
+def _validate_crd(obj: dict, file: str) -> None:
+    import jsonschema
+
+    schema = copy.deepcopy(_crd_schema(file))
+
+    def strict(node):  # structural schemas prune unknown fields; treat them as errors here
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+                node.setdefault("additionalProperties", False)
+            for v in node.values():
+                strict(v)
+    strict(schema)
+    schema["properties"]["metadata"] = {"type": "object"}
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(obj), key=lambda e: list(e.path))
+    assert not errors, f"{obj['kind']}/{obj['metadata']['name']}: " + "; ".join(
+        f"{'.'.join(map(str, e.path))}: {e.message[:200]}" for e in errors)
+
+
+def _pod_specs(objects: list[dict]) -> list[tuple[str, dict]]:
+    out = []
+    for o in objects:
+        if o["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
+            out.append((f"{o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"]))
+        elif o["kind"] == "Pod":
+            out.append((f"Pod/{o['metadata']['name']}", o["spec"]))
+    return out
+
+
+def _assert_pods_hardened(objects: list[dict]) -> None:
+    for where, spec in _pod_specs(objects):
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        assert psc["runAsUser"] >= 1000, where
+        assert spec.get("automountServiceAccountToken") is False, f"{where} mounts a Kubernetes API token"
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            name = f"{where}/{c['name']}"
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["runAsNonRoot"] is True and sc["capabilities"] == {"drop": ["ALL"]}, name
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, name
+            res = c["resources"]
+            assert {"cpu", "memory"} <= set(res["requests"]) and {"cpu", "memory"} <= set(res["limits"]), name
+            # repository:tag[@sha256:...], never :latest or untagged.
+            assert re.fullmatch(r"[\w./-]+(:\d+)?[\w./-]*:[\w.-]+(@sha256:[0-9a-f]{64})?", c["image"]), c["image"]
+            assert not c["image"].split("@")[0].endswith(":latest"), name
+            # A read-only root needs somewhere to write: /tmp is always an emptyDir.
+            mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+            assert "/tmp" in mounts, name
+            for env in c.get("env", []):
+                assert not (re.search(r"KEY|TOKEN|SECRET|PASSWORD", env["name"]) and "value" in env
+                            and env["name"] not in {"DAMOC_KFP_TOKEN_FILE"}), f"{name}: literal {env['name']}"
+
+
+def _rules(role: dict) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert not any("*" in x for x in rule[field]), f"wildcard in {rule}"
+        assert "nonResourceURLs" not in rule and "resourceNames" not in rule
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                out.setdefault((g, r), set()).update(rule["verbs"])
+    return out
+
+
+def _assert_rbac(objects: list[dict], values: dict) -> None:
     kinds = {o["kind"] for o in objects}
     assert not kinds & CLUSTER_KINDS, f"cluster-scoped objects: {kinds & CLUSTER_KINDS}"
-    roles = [o for o in objects if o["kind"] == "Role"]
-    assert roles, "no Role found"
-    for role in roles:
-        for rule in role["rules"]:
-            groups, resources, verbs = rule["apiGroups"], rule["resources"], rule["verbs"]
-            for field in (groups, resources, verbs, rule.get("resourceNames", [])):
-                assert "*" not in field and not any("*" in x for x in field), f"wildcard in {rule}"
-            assert "nonResourceURLs" not in rule
-            assert not {"escalate", "bind", "impersonate", "patch", "update", "deletecollection"} & set(verbs)
-            for g in groups:
-                for r in resources:
-                    assert (g, r) in ALLOWED_RULES, f"unexpected permission on {g or 'core'}/{r}"
-                    assert set(verbs) <= ALLOWED_RULES[(g, r)], f"{g}/{r}: {verbs}"
-                    if r == "secrets":
-                        # Secrets only by name (resourceNames cannot restrict list/watch).
-                        assert rule.get("resourceNames") == [S3_SECRET], rule
-                        assert verbs == ["get"], rule
+    roles = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Role"}
+    assert _rules(roles["damoc"]) == LAUNCHER_RULES
+    registrar = roles.get("damoc-registrar")
+    schedule = values.get("schedule", {}).get("enabled", False)
+    api_mode = values.get("registration", {}).get("enabled", True) and \
+        values.get("registration", {}).get("mode", "api") == "api"
+    multi_user = values.get("kfp", {}).get("multiUser", True)
+    if multi_user and (api_mode or schedule):
+        expected = {**REGISTRAR_RULES, **(SCHEDULER_RULES if schedule else {})}
+        if not api_mode:  # Kubernetes-native registration: the hook only reads the pipeline
+            expected[("pipelines.kubeflow.org", "pipelines")] = {"get", "list"}
+        assert registrar is not None and _rules(registrar) == expected
+    else:
+        assert registrar is None
     for rb in (o for o in objects if o["kind"] == "RoleBinding"):
-        assert rb["roleRef"]["kind"] == "Role", "RoleBinding must not reference a ClusterRole"
-        assert rb["roleRef"]["name"] in {r["metadata"]["name"] for r in roles}
+        assert rb["roleRef"]["kind"] == "Role" and rb["roleRef"]["name"] in roles
+        # A ServiceAccount subject without a namespace binds nothing.
+        assert all(s.get("namespace") for s in rb["subjects"] if s["kind"] == "ServiceAccount"), rb
 
 
-def _rule_set(role: dict) -> set[tuple]:
-    return {(g, r, tuple(sorted(rule["verbs"])), tuple(rule.get("resourceNames", [])))
-            for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+def _by(objects: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+# ------------------------------------------------------------------ helm/damoc: render and validate
+
+def test_chart_metadata():
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert (meta["apiVersion"], meta["name"]) == ("v2", "damoc")
+    assert (CHART / "values.schema.json").is_file() and (CHART / "templates" / "NOTES.txt").is_file()
+    # The chart packages the compiled pipeline through a link, so it can never go stale.
+    link = CHART / "files" / "damoc_pipeline.yaml"
+    assert link.is_symlink() and link.resolve() == PACKAGE.resolve()
+
+
+@pytest.mark.parametrize("values_file", [None, PRODUCTION])
+def test_chart_lints_strict(helm, values_file):
+    values = yaml.safe_load(values_file.read_text()) if values_file else {}
+    report = helm.lint(CHART, values, strict=True, namespace=NS, kube_version="v1.30.0")
+    bad = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not report["errors"] and not bad, report
+
+
+@pytest.mark.parametrize("case", VALUE_CASES)
+def test_chart_renders_valid_hardened_least_privilege(helm, case):
+    values = VALUE_CASES[case]
+    objects = _render(values)
+    assert objects
+    for version in K8S_VERSIONS:
+        for obj in objects:
+            _validate(obj, version)
+    for obj in objects:
+        assert obj["metadata"]["namespace"] == NS
+    assert not any(o["kind"] == "Secret" for o in objects), "the chart must never create a Secret"
+    _assert_rbac(objects, values)
+    _assert_pods_hardened(objects)
+
+
+def test_values_schema_rejects_bad_values(helm):
+    for bad in ({"objectStore": {"type": "gcs"}}, {"image": {"repository": "x", "digest": "abc"}},
+                {"registration": {"mode": "crd"}}, {"schedule": {"cron": "daily"}}, {"unknownKey": 1},
+                {"podSecurityContext": {"runAsNonRoot": False, "seccompProfile": {"type": "RuntimeDefault"}}}):
+        with pytest.raises(Exception, match="schema"):
+            _render(bad)
+
+
+def test_required_values_fail_with_a_clear_message(helm):
+    cases = [({"rewriter": {"enabled": True, "model": {"pvc": {"claimName": "x"}}}}, "apiKey.existingSecret"),
+             ({"rewriter": {"enabled": True, "apiKey": {"existingSecret": "k"}}}, "pvc.claimName"),
+             ({"rewriter": {"enabled": True, "apiKey": {"existingSecret": "k"}, "model": {"source": "s3"}}}, "s3Uri"),
+             ({"schedule": {"enabled": True, "cron": "0 1 * * *"}}, "runConfig")]
+    for values, needle in cases:
+        with pytest.raises(Exception, match=re.escape(needle)):
+            _render(values)
+
+
+# ------------------------------------------------------------------ object store
+
+def test_object_store_external_by_default_never_literal_credentials(helm):
+    objects = _render()
+    job = _by(objects, "Job", "damoc-bucket")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    assert "before-hook-creation" in job["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DAMOC_S3_ENDPOINT"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "s3-credentials", "key": key}
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    flat = json.dumps(values["objectStore"]).lower()
+    assert "accesskey\": \"" not in flat and "password" not in flat
+
+
+def test_object_store_kfp_uses_the_pipeline_artifact_secret(helm):
+    objects = _render(VALUE_CASES["kfp-store-single-user-token"])
+    env = {e["name"]: e for e in _by(objects, "Job", "damoc-bucket")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "mlpipeline-minio-artifact", "key": "accesskey"}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "mlpipeline-minio-artifact", "key": "secretkey"}
+    assert env["DAMOC_S3_ENDPOINT"]["value"] == "http://minio-service.kubeflow:9000"
+    cm = _by(objects, "ConfigMap", "damoc-defaults")["data"]
+    assert cm["DAMOC_S3_SECRET"] == "mlpipeline-minio-artifact" and cm["DAMOC_S3_ACCESS_KEY_KEY"] == "accesskey"
+    assert not any(o["kind"] == "Job" and o["metadata"]["name"] == "damoc-bucket"
+                   for o in _render({"objectStore": {"createBucket": False}}))
+
+
+def test_bucket_hook_is_idempotent_against_an_s3_server(helm, tmp_path):
+    """Run the hook's script twice against a local S3 server: created, then exists."""
+    moto = pytest.importorskip("moto.server")
+    server = moto.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        container = _by(_render(), "Job", "damoc-bucket")["spec"]["template"]["spec"]["containers"][0]
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "DAMOC_S3_ENDPOINT": f"http://{host}:{port}", "DAMOC_S3_BUCKET": "damoc", "HOME": str(tmp_path)}
+        outputs = []
+        for _ in range(2):
+            proc = subprocess.run([sys.executable, *container["command"][1:], *container["args"]], env=env,
+                                  capture_output=True, text=True, timeout=60, cwd=REPO)
+            assert proc.returncode == 0, proc.stderr
+            outputs.append(proc.stdout.strip())
+        assert outputs == ["bucket damoc: created", "bucket damoc: exists"]
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------ pipeline registration
+
+def test_registration_hook_uploads_a_content_versioned_pipeline(helm):
+    objects = _render()
+    digest = __import__("hashlib").sha256(PACKAGE.read_bytes()).hexdigest()[:10]
+    version = f"{yaml.safe_load((CHART / 'Chart.yaml').read_text())['appVersion']}-{digest}"
+    cm = _by(objects, "ConfigMap", "damoc-pipeline")
+    assert cm["data"]["damoc_pipeline.yaml"].strip() == PACKAGE.read_text().strip()
+    job = _by(objects, "Job", "damoc-register")
+    ann = job["metadata"]["annotations"]
+    assert ann["helm.sh/hook"] == "post-install,post-upgrade"
+    assert int(ann["helm.sh/hook-weight"]) > int(_by(objects, "Job", "damoc-bucket")["metadata"]["annotations"]["helm.sh/hook-weight"])
+    spec = job["spec"]["template"]["spec"]
+    script = spec["containers"][0]["args"][0]
+    assert "python -m damoc.cli_cluster upload --package /etc/damoc/pipeline/damoc_pipeline.yaml" in script
+    assert f"--version '{version}'" in script and "schedule" not in script
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    assert env["DAMOC_KFP_HOST"]["value"] == "http://ml-pipeline.kubeflow:8888"
+    assert env["DAMOC_KFP_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["DAMOC_KFP_TOKEN_FILE"]["value"] == "/var/run/secrets/kubeflow/pipelines/token"
+    (token_volume,) = [v for v in spec["volumes"] if v["name"] == "kfp-token"]
+    assert token_volume["projected"]["sources"][0]["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
+    assert spec["serviceAccountName"] == "damoc-registrar"
+    assert _by(objects, "ServiceAccount", "damoc-registrar")["automountServiceAccountToken"] is False
+
+
+def test_registration_hook_schedules_when_enabled(helm):
+    objects = _render({"schedule": SCHEDULE})
+    script = _by(objects, "Job", "damoc-register")["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert "python -m damoc.cli_cluster schedule /etc/damoc/run/run.yaml" in script
+    assert "--cron '0 3 * * 1' --name 'weekly'" in script and "--experiment 'nightly'" in script
+    assert "--pipeline 'damoc-selection' --pipeline-version '" in script
+    run_cm = _by(objects, "ConfigMap", "damoc-run-config")
+    assert yaml.safe_load(run_cm["data"]["run.yaml"]) == SCHEDULE["runConfig"]
+    # The script is valid sh (no template residue).
+    proc = subprocess.run(["sh", "-n", "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    # Single-user KFP with a token Secret: no namespace, token from the Secret, no projected volume.
+    objects = _render(VALUE_CASES["kfp-store-single-user-token"])
+    c = _by(objects, "Job", "damoc-register")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    assert "DAMOC_KFP_NAMESPACE" not in env and "DAMOC_KFP_TOKEN_FILE" not in env
+    assert env["DAMOC_KFP_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "kfp-token", "key": "token"}
+
+
+def test_kubernetes_native_registration_objects(helm):
+    objects = _render({"registration": {"mode": "kubernetes"}})
+    assert not any(o["kind"] == "Job" and o["metadata"]["name"] == "damoc-register" for o in objects)
+    pipeline = _by(objects, "Pipeline")
+    version = _by(objects, "PipelineVersion")
+    assert pipeline["metadata"]["name"] == version["spec"]["pipelineName"] == "damoc-selection"
+    assert version["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    compiled = _docs(PACKAGE.read_text())
+    assert version["spec"]["pipelineSpec"] == compiled[0]
+    if len(compiled) > 1:
+        assert version["spec"]["platformSpec"] == compiled[1]
+    for obj in (pipeline, version):
+        _validate(obj, K8S_VERSIONS[0])
+
+
+# ------------------------------------------------------------------ vLLM rewriter
+
+def test_rewriter_deployment(helm):
+    objects = _render({"rewriter": REWRITER_PVC})
+    dep = _by(objects, "Deployment", "damoc-rewriter")
+    spec = dep["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    assert "--model=/models/rewriter" in c["args"] and "--served-model-name=rewriter" in c["args"]
+    assert c["resources"]["requests"]["nvidia.com/gpu"] == c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    env = {e["name"]: e for e in c["env"]}
+    assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "rw-key", "key": "api-key"}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+    assert {"mountPath": "/dev/shm", "name": "dshm"} in c["volumeMounts"]
+    assert volumes["model"]["persistentVolumeClaim"] == {"claimName": "llm", "readOnly": True}
+    model_mount = next(m for m in c["volumeMounts"] if m["name"] == "model")
+    assert model_mount["subPath"] == "qwen" and model_mount["readOnly"] is True
+    # Probes: a real completion (exec), a startup budget of at least 10 minutes for slow loads.
+    for probe in ("startupProbe", "readinessProbe"):
+        cmd = c[probe]["exec"]["command"]
+        assert cmd[:2] == ["python3", "/opt/damoc/bin/probe.py"] and "--model" in cmd
+        timeout = float(cmd[cmd.index("--timeout") + 1])
+        assert 0 < timeout < c[probe]["timeoutSeconds"]
+    assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 600
+    assert "/v1/completions" in (DOCKER / "rewriter" / "probe.py").read_text()
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert {t["key"] for t in spec["tolerations"]} == {"nvidia.com/gpu"}
+
+    svc = _by(objects, "Service", "damoc-rewriter")
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    np_ = _by(objects, "NetworkPolicy", "damoc-rewriter")
+    assert np_["spec"]["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert np_["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = np_["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"pipelines.kubeflow.org/v2_component": "true"}}}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8000}]
+    cm = _by(objects, "ConfigMap", "damoc-defaults")["data"]
+    assert cm["DAMOC_REWRITER_URL"] == f"http://damoc-rewriter.{NS}.svc:8000/v1"
+
+
+def test_rewriter_model_from_s3_through_an_init_container(helm):
+    objects = _render(_production())
+    spec = _by(objects, "Deployment", "damoc-rewriter")["spec"]["template"]["spec"]
+    (init,) = spec["initContainers"]
+    assert init["command"] == ["python3", "/opt/damoc/bin/fetch_model.py"]
+    assert init["args"] == ["s3://damoc-team-nlp/models/qwen2.5-14b-instruct", "/models/rewriter"]
+    env = {e["name"]: e for e in init["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "mlpipeline-minio-artifact"
+    assert {v["name"]: v for v in spec["volumes"]}["model"]["emptyDir"]["sizeLimit"] == "80Gi"
+    assert "@sha256:" + "3" * 64 in spec["containers"][0]["image"]
+
+
+def test_notes_give_next_steps(helm):
+    notes = _notes()
+    assert "kubectl -n team-a create secret generic s3-credentials" in notes
+    assert "damoc submit" in notes and "docs/cluster.md" in notes
+    assert "Recurring run" in _notes({"schedule": SCHEDULE})
 
 
 # ------------------------------------------------------------------ manifests/ (kustomize base)
 
-@pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_every_manifest_object_validates(version):
-    objects = _manifest_objects()
-    assert {o["kind"] for _, o in objects} >= {"ServiceAccount", "Role", "RoleBinding", "Secret", "ConfigMap"}
-    for _, obj in objects:
-        _validate(obj, version)
+def _strip(o: dict) -> dict:
+    o = copy.deepcopy(o)
+    md_ = o["metadata"]
+    md_.pop("namespace", None)
+    md_["labels"] = {k: v for k, v in (md_.get("labels") or {}).items()
+                     if k not in {"helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubernetes.io/version"}}
+    md_["annotations"] = {k: v for k, v in (md_.get("annotations") or {}).items() if not k.startswith("helm.sh/hook")}
+    for s in o.get("subjects", []):
+        s.pop("namespace", None)
+    if o["kind"] == "Job" and o["metadata"]["name"] == "damoc-register":
+        c = o["spec"]["template"]["spec"]["containers"][0]
+        c["args"] = [re.sub(r" --version '[^']*'", "", c["args"][0])]  # kustomize: content-hash default
+    return o
 
 
-def test_kustomization_lists_everything_but_the_secret_template():
-    k = _kustomization()
-    assert k["kind"] == "Kustomization"
-    listed = set(k["resources"])
-    assert all((MANIFESTS / f).is_file() for f in listed)
-    # Applying the base must never overwrite a real Secret with the empty template.
-    assert SECRET_TEMPLATE not in listed
-    assert listed == {p.name for p in _manifest_files()} - {SECRET_TEMPLATE}
+def _kustomize(target: Path) -> list[dict]:
+    proc = subprocess.run(["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(target)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return _docs(proc.stdout)
 
 
-def test_manifest_rbac_is_least_privilege():
-    _assert_least_privilege([o for _, o in _manifest_objects()])
-    rb = next(o for _, o in _manifest_objects() if o["kind"] == "RoleBinding")
-    sa = next(o for _, o in _manifest_objects() if o["kind"] == "ServiceAccount")
-    assert sa["metadata"]["name"] == "damoc-runner"
-    assert [s["name"] for s in rb["subjects"]] == ["damoc-runner"]
+needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 
 
-def test_secret_template_has_only_empty_placeholders():
-    (secret,) = _docs((MANIFESTS / SECRET_TEMPLATE).read_text())
-    assert secret["kind"] == "Secret" and secret["metadata"]["name"] == S3_SECRET
-    assert "data" not in secret
-    assert set(secret["stringData"]) == S3_KEYS
-    assert all(v == "" for v in secret["stringData"].values())
-
-
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
-def test_kustomize_build_validates(tmp_path):
-    """What `kubectl apply -k` would send, including an overlay that moves it to another namespace."""
+@needs_kubectl
+def test_kustomize_base_equals_chart_defaults_and_validates(helm, tmp_path):
+    base = _kustomize(MANIFESTS)
+    chart = _render({}, namespace="damoc")
+    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
+    assert sorted(map(key, base)) == sorted(map(key, chart))
+    chart_by = {key(o): _strip(o) for o in chart}
+    for o in base:
+        assert o["metadata"]["namespace"] == "damoc"
+        assert _strip(o) == chart_by[key(o)], f"{key(o)} differs from the chart's default render"
+    # An overlay that moves everything to another namespace.
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump(
-        {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-         # kustomize rejects absolute paths; a relative one to another directory is fine.
-         "namespace": "team-a", "resources": [os.path.relpath(MANIFESTS, overlay)]}))
-    for target, ns in ((MANIFESTS, _kustomization()["namespace"]), (overlay, "team-a")):
-        proc = subprocess.run(["kubectl", "kustomize", str(target)], capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        out = proc.stdout
-        objects = _docs(out)
-        assert objects and not any(o["kind"] == "Secret" for o in objects)
-        for obj in objects:
-            _validate(obj, K8S_VERSIONS[0])
-            assert obj["metadata"]["namespace"] == ns
-        _assert_least_privilege(objects)
-        rb = next(o for o in objects if o["kind"] == "RoleBinding")
-        # A ServiceAccount subject without the right namespace binds nothing.
-        assert all(s["namespace"] == ns for s in rb["subjects"])
-
-
-# ------------------------------------------------------------------ helm/damoc
-
-@pytest.fixture(scope="module")
-def helm():
-    return pytest.importorskip("helm_python")
-
-
-def _render(helm, values: dict | None = None, namespace: str = "team-a") -> list[dict]:
-    with helm.Chart.load(CHART) as chart:
-        rendered = chart.render(values or {}, name="damoc", namespace=namespace)
-    return [o for path, text in sorted(rendered.items()) if path.endswith((".yaml", ".yml"))
-            for o in _docs(text)]
-
-
-def test_chart_metadata():
-    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    assert (meta["apiVersion"], meta["name"], meta["version"]) == ("v2", "damoc", "0.1.0")
-
-
-def test_chart_lints_strict(helm):
-    for values in ({}, {"s3": {"existingSecret": ""}, "serviceAccount": {"create": False}}):
-        report = helm.lint(CHART, values, strict=True, namespace="team-a", kube_version="v1.30.0")
-        bad = [m for m in report["messages"] if m["severity"] >= 2]
-        assert not report["errors"] and not bad, report
-
-
-VALUE_CASES = {
-    "defaults": {},
-    "no-s3-existing-sa": {"s3": {"existingSecret": ""}, "serviceAccount": {"create": False, "name": "default-editor"}},
-    "extra-subject-gpu": {
-        "rbac": {"extraSubjects": [{"kind": "ServiceAccount", "name": "default-editor", "namespace": "team-a"}]},
-        "gpu": {"nodeSelector": {"nvidia.com/gpu.present": "true"}, "tolerations": []},
-        "image": {"repository": "registry.example/damoc", "tag": "0.1.0-cuda", "pullPolicy": "Always"},
-        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}},
-    },
-}
-
-
-@pytest.mark.parametrize("case", VALUE_CASES)
-@pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_chart_renders_valid_least_privilege_objects(helm, case, version):
-    objects = _render(helm, VALUE_CASES[case])
-    assert objects
+        {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": NS,
+         "resources": [os.path.relpath(MANIFESTS, overlay), os.path.relpath(MANIFESTS / "rewriter", overlay)]}))
+    objects = _kustomize(overlay)
+    assert not any(o["kind"] == "Secret" for o in objects)
     for obj in objects:
-        _validate(obj, version)
-        assert obj["metadata"]["namespace"] == "team-a"
-    assert not any(o["kind"] == "Secret" for o in objects), "the chart must never create the S3 Secret"
-    _assert_least_privilege(objects)
+        assert obj["metadata"]["namespace"] == NS
+        for version in K8S_VERSIONS:
+            _validate(obj, version)
+    for rb in (o for o in objects if o["kind"] == "RoleBinding"):
+        assert all(s["namespace"] == NS for s in rb["subjects"])  # an SA subject without it binds nothing
+    _assert_rbac(objects, {})
+    _assert_pods_hardened(objects)
 
 
-def test_chart_defaults_match_the_kustomize_base(helm):
-    objects = {o["kind"]: o for o in _render(helm)}
-    base = {o["kind"]: o for _, o in _manifest_objects()}
-    assert _rule_set(objects["Role"]) == _rule_set(base["Role"])
-    assert objects["ServiceAccount"]["metadata"]["name"] == base["ServiceAccount"]["metadata"]["name"]
-    chart_cm, base_cm = objects["ConfigMap"]["data"], base["ConfigMap"]["data"]
-    assert objects["ConfigMap"]["metadata"]["name"] == base["ConfigMap"]["metadata"]["name"] == "damoc-defaults"
-    assert set(chart_cm) == set(base_cm)
-    for key in chart_cm:  # JSON-valued keys compare as data, not text
-        decode = json.loads if key.startswith(("DAMOC_GPU_NODE", "DAMOC_GPU_TOL", "DAMOC_POD")) else str
-        assert decode(chart_cm[key]) == decode(base_cm[key]), key
-    assert chart_cm["DAMOC_IMAGE"] == "ghcr.io/damoc-project/damoc:0.1.0"
+@needs_kubectl
+def test_kustomize_rewriter_equals_chart(helm):
+    values = {"rewriter": {"enabled": True, "model": {"source": "pvc", "pvc": {"claimName": "damoc-rewriter-model"}},
+                           "apiKey": {"existingSecret": "damoc-rewriter-api-key"}}}
+    chart = [_strip(o) for o in _render(values, namespace="damoc") if "rewriter" in o["metadata"]["name"]]
+    base = [_strip(o) for o in _kustomize(MANIFESTS / "rewriter")]
+    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
+    assert sorted(base, key=key) == sorted(chart, key=key)
 
 
-def test_chart_values_reach_the_defaults_configmap(helm):
-    objects = _render(helm, VALUE_CASES["extra-subject-gpu"])
-    cm = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
-    assert cm["DAMOC_IMAGE"] == "registry.example/damoc:0.1.0-cuda"
-    assert cm["DAMOC_IMAGE_PULL_POLICY"] == "Always"
-    assert json.loads(cm["DAMOC_GPU_NODE_SELECTOR"]) == {"nvidia.com/gpu.present": "true"}
-    assert json.loads(cm["DAMOC_GPU_TOLERATIONS"]) == []
-    rb = next(o for o in objects if o["kind"] == "RoleBinding")
-    assert [s["name"] for s in rb["subjects"]] == ["damoc-runner", "default-editor"]
-
-    objects = _render(helm, VALUE_CASES["no-s3-existing-sa"])
-    assert not any(o["kind"] == "ServiceAccount" for o in objects)
-    role = next(o for o in objects if o["kind"] == "Role")
-    assert not any("secrets" in r["resources"] for r in role["rules"])
-    rb = next(o for o in objects if o["kind"] == "RoleBinding")
-    assert rb["subjects"][0]["name"] == "default-editor"
-
-
-def test_chart_pod_security_defaults_match_the_image():
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    psc = values["podSecurityContext"]
-    assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 1000 and psc["fsGroup"] == 1000
-    assert "ARG UID=1000" in DOCKERFILE.read_text()
+def test_secret_template_is_not_applied_and_has_only_empty_placeholders():
+    k = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    assert "s3-credentials.example.yaml" not in k["resources"]
+    (secret,) = _docs((MANIFESTS / "s3-credentials.example.yaml").read_text())
+    assert secret["kind"] == "Secret" and "data" not in secret
+    assert all(v == "" for v in secret["stringData"].values())
 
 
 # ------------------------------------------------------------------ docker/
 
-def test_dockerfile_invariants():
-    text = DOCKERFILE.read_text()
+IMAGES = {
+    # image: (Dockerfile, modules it runs, its Python dependency list)
+    "component": ("Dockerfile", [p for p in ("damoc", "components", "pipelines", "damoc_components",
+                                             "damoc_pipelines") if (REPO / p).is_dir()], "pyproject"),
+    "train": ("Dockerfile.train", ["damoc.training", "damoc.storage"], "requirements-train.txt"),
+    "rewriter": ("Dockerfile.rewriter", ["damoc.storage", "docker/rewriter/fetch_model.py",
+                                         "docker/rewriter/probe.py"], "requirements-rewriter.txt"),
+}
+# Provided by the rewriter's base image (vllm/vllm-openai), not by our list.
+VLLM_BASE_PROVIDES = {"vllm", "torch", "transformers", "urllib3", "numpy", "requests"}
+FIRST_PARTY = {"damoc", "components", "pipelines", "damoc_components", "damoc_pipelines"}
+
+
+def _module_file(name: str) -> Path | None:
+    p = REPO.joinpath(*name.split("."))
+    if (p / "__init__.py").is_file():
+        return p / "__init__.py"
+    return p.with_suffix(".py") if p.with_suffix(".py").is_file() else None
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the package
+                pkg = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+                pkg = pkg[: len(pkg) - (node.level - 1)]
+                base = ".".join(pkg + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            out.add(base)
+            out |= {f"{base}.{a.name}" for a in node.names}
+    return out
+
+
+def _closure(entries: list[str]) -> tuple[set[str], set[str]]:
+    """(first-party modules reached, third-party top-level imports) from the entry modules/scripts."""
+    todo, seen, third = [], set(), set()
+    for e in entries:
+        if e.endswith(".py"):
+            for imp in _imports(REPO / e, "__main__"):
+                if imp.split(".")[0] in FIRST_PARTY:
+                    todo.append(imp)
+                else:
+                    third.add(imp.split(".")[0])
+        elif (REPO.joinpath(*e.split("."))).is_dir():  # a package: every module in it
+            for f in REPO.joinpath(*e.split(".")).rglob("*.py"):
+                todo.append(".".join(f.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"))
+        else:
+            todo.append(e)
+    while todo:
+        mod = todo.pop()
+        f = _module_file(mod)
+        if f is None or mod in seen:
+            continue
+        seen.add(mod)
+        parts = mod.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        for imp in _imports(f, mod):
+            top = imp.split(".")[0]
+            if top in FIRST_PARTY:
+                todo.append(imp)
+            else:
+                third.add(top)
+    return seen, third - set(sys.stdlib_module_names) - {"__future__"}
+
+
+def _canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _requirement_names(lines: list[str]) -> dict[str, str]:
+    out = {}
+    for ln in lines:
+        ln = ln.split("#")[0].strip()
+        if ln:
+            m = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^;\s]+)", ln)
+            assert m, f"not an exact pin: {ln!r}"
+            out[_canon(m.group(1))] = m.group(3)
+    return out
+
+
+def _declared(source: str) -> dict[str, str]:
+    if source == "pyproject":
+        return _requirement_names(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+    return _requirement_names((DOCKER / source).read_text().splitlines())
+
+
+def _with_dependencies(dists: set[str]) -> set[str]:
+    """The distributions pip installs for `dists` (their requirement closure, from installed metadata)."""
+    out, todo = set(), list(dists)
+    while todo:
+        d = todo.pop()
+        if d in out:
+            continue
+        out.add(d)
+        try:
+            reqs = md.requires(d) or []
+        except md.PackageNotFoundError:
+            continue
+        for r in reqs:
+            if "extra ==" in r:
+                continue
+            todo.append(_canon(re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0]))
+    return out
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_image_dependency_list_covers_what_its_code_imports(image):
+    dockerfile, entries, source = IMAGES[image]
+    modules, third = _closure(entries)
+    declared = _declared(source)
+    installed = _with_dependencies(set(declared))
+    dist_of = md.packages_distributions()
+    provided = VLLM_BASE_PROVIDES if image == "rewriter" else set()
+    missing = []
+    for top in sorted(third - provided):
+        dists = {_canon(d) for d in dist_of.get(top, [top])}
+        if not dists & installed:
+            missing.append(f"{top} (distribution {'/'.join(sorted(dists))})")
+    assert not missing, f"{image} image ({source}) lacks: {', '.join(missing)}"
+    # Pins agree with pyproject.toml, so every image runs the same versions.
+    project = _declared("pyproject")
+    for name, pin in declared.items():
+        if name in project:
+            assert pin == project[name], f"{source}: {name}=={pin} but pyproject pins {project[name]}"
+    text = (DOCKER / dockerfile).read_text()
+    if image != "rewriter":  # every first-party package it runs is copied into the image
+        for top in sorted({m.split(".")[0] for m in modules}):
+            assert re.search(rf"^COPY {top}/ ", text, re.M), f"{dockerfile} runs {top} but does not COPY {top}/"
+    if image == "rewriter":  # only the damoc modules it copies may be imported
+        copied = {".".join(Path(p).with_suffix("").parts) for p in re.findall(r"(damoc/[\w/]+\.py)", text)}
+        copied = {m.removesuffix(".__init__") for m in copied}
+        assert modules <= copied, f"rewriter image imports {sorted(modules - copied)} but does not COPY them"
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.train", "Dockerfile.rewriter"])
+def test_dockerfile_invariants(dockerfile):
+    text = (DOCKER / dockerfile).read_text()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    assert lines[0].startswith("ARG PYTHON_IMAGE=python:3.11-slim")
-    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in lines
-    # The torch pin is taken from pyproject.toml, so it must be exact there.
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert [d for d in deps if d.startswith("torch")] == ["torch==2.13.0"]
-    assert not any("--extra-index-url" in ln for ln in lines)
-    # Runs as a numeric non-root user; nothing secret or offline-forcing baked into ENV.
+    # Every base image comes from an ARG with an exact tag (digest-capable), never :latest or untagged.
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
+    for ref in re.findall(r"^FROM (\S+)", text, re.M):
+        if ref in {"uv", "build"}:
+            continue
+        image = args[ref.strip("${}")] if ref.startswith("$") else ref
+        name, _, tag = image.partition("@")[0].rpartition(":")
+        assert name and tag and tag != "latest" and re.search(r"\d", tag), f"{dockerfile}: unpinned base {image}"
+    # Runs as the numeric non-root user; nothing secret or offline-forcing baked into ENV.
     assert [ln for ln in lines if ln.startswith("USER")][-1] == "USER ${UID}:${UID}"
-    env = " ".join(ln for ln in lines if not ln.startswith(("RUN", "&&", "COPY", "#")))
-    for forbidden in ("HF_HUB_OFFLINE", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "HF_TOKEN", "TOKEN="):
+    assert "ARG UID=1000" in lines
+    env = " ".join(ln for ln in lines if not ln.startswith(("RUN", "&&", "COPY")))
+    for forbidden in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "HF_TOKEN", "TOKEN=", "VLLM_API_KEY"):
         assert forbidden not in env, forbidden
-    # The build context is an allowlist: everything is excluded first, then only the sources re-included.
-    ignore = [ln.strip() for ln in (REPO / "docker" / "Dockerfile.dockerignore").read_text().splitlines()
+    assert not any("--extra-index-url" in ln for ln in lines)
+    # The build context is an allowlist.
+    ignore = [ln.strip() for ln in (DOCKER / f"{dockerfile}.dockerignore").read_text().splitlines()
               if ln.strip() and not ln.startswith("#")]
     assert ignore[0] == "*"
-    assert {ln for ln in ignore if ln.startswith("!")} <= {"!pyproject.toml", "!README.md", "!damoc/",
-                                                            "!components/", "!pipelines/"}
+    for src in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
+        for path in src.split():
+            path = path.rstrip("*")
+            assert f"!{path}" in ignore or any(path.startswith(i[1:]) for i in ignore if i.startswith("!")), \
+                f"{dockerfile}: COPY {path} is excluded by its .dockerignore"
+
+
+def test_images_share_the_uid_the_chart_runs_as():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["podSecurityContext"]["runAsUser"] == 1000
+
+
+def test_make_images_builds_and_pushes_all_three():
+    proc = subprocess.run(["make", "-n", "images", "REGISTRY=r.example/ml", "TAG=9.9"], cwd=REPO,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    for name, dockerfile in (("damoc", "Dockerfile"), ("damoc-train", "Dockerfile.train"),
+                             ("damoc-rewriter", "Dockerfile.rewriter")):
+        assert f"-f docker/{dockerfile}" in proc.stdout
+        assert f"-t r.example/ml/{name}:9.9" in proc.stdout
+        assert f"push r.example/ml/{name}:9.9" in proc.stdout
