@@ -33,7 +33,7 @@ def _print_ranking(selection: dict[str, Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from damoc.builtin import resolve_builtins
+    from damoc.demo.builtin import resolve_builtins
     from damoc.config import load_config
 
     overrides = dict(args.set or [])
@@ -44,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(cfg.model_dump_json(indent=2))
         return 0
     _preflight_data(cfg)
-    from pipelines.local_runner import run_local
+    from damoc_pipelines.local_runner import run_local
 
     out = Path(args.out)
     print(f"DaMoC: running '{cfg.mode}' on {len(cfg.candidates)} candidate(s) locally via kfp.local -> {out}")
@@ -73,14 +73,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from pipelines.compile import compile_pipeline
+    from damoc_pipelines.compile import compile_pipeline
 
     print(compile_pipeline(args.out))
     return 0
 
 
 def cmd_zoo_build(args: argparse.Namespace) -> int:
-    from damoc.zoo import build_zoo, default_zoo_dir, ensure_zoo, load_manifest
+    from damoc.demo.zoo import build_zoo, default_zoo_dir, ensure_zoo, load_manifest
 
     out = Path(args.dir) if args.dir else default_zoo_dir()
     zoo = build_zoo(out) if args.force else ensure_zoo(out)
@@ -91,7 +91,7 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 
 
 def cmd_data_demo(args: argparse.Namespace) -> int:
-    from damoc.data.demo import write_demo
+    from damoc.demo.data import write_demo
 
     paths = write_demo(args.task, Path(args.out), n_train=args.train, n_eval=args.eval, seed=args.seed)
     for split, path in paths.items():
@@ -107,6 +107,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_table(args: argparse.Namespace) -> int:
+    from damoc.config_doc import config_table
+
+    print(config_table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="damoc", epilog=EPILOG,
                                 description="Pick the open LLM to fine-tune on your domain data (DaMoC).")
@@ -117,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output directory: selection.json, report.md, pipeline_root/")
     run.add_argument("--mode", choices=["damoc", "grid_search"], help="override the config's mode")
     run.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE",
-                     help="override a config key, e.g. --set filter.ratio=0.1 (repeatable)")
+                     help="override a config key, e.g. --set filter.ratio=0.1 or --set filter.options.graphcut.lambda=0.3 "
+                     "(repeatable; keys: `damoc config table`)")
     run.add_argument("--dry-run", action="store_true", help="validate and print the resolved config, run nothing")
     run.set_defaults(func=cmd_run)
 
@@ -145,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--eval", type=int, default=300, help="evaluation rows (default 300)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_data_demo)
+
+    conf = sub.add_parser("config", help="the run configuration's keys, defaults and registered methods")
+    conf_sub = conf.add_subparsers(dest="config_command", required=True)
+    table = conf_sub.add_parser("table", help="print every config key with its default and meaning (Markdown)")
+    table.set_defaults(func=cmd_config_table)
 
     cmp_ = sub.add_parser("compare", help="agreement of a DaMoC selection with a grid-search one")
     cmp_.add_argument("cheap", help="selection.json of the DaMoC run")

@@ -1,8 +1,9 @@
 """The run configuration: one YAML file describes a DaMoC (or grid-search) run.
 
-The same schema feeds the CLI, the local runner and the KFP pipeline parameters
-(`to_pipeline_arguments` flattens it; `from_pipeline_arguments` rebuilds and re-validates it).
-A bad config fails here, before any work starts, with the key and what is wrong.
+This schema is the single definition of every run setting: its type, default, bounds and description.
+The KFP pipeline parameters, their UI help text, the README's config table and `--set` all derive from it
+(damoc.config_params, damoc.config_doc). Method names and method settings are checked against the registries
+(damoc.registry). A bad config fails here, before any work starts, with the key and what is wrong.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 
 class ConfigError(ValueError):
@@ -18,31 +20,42 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `learning_rate: .inf` is bad input, not a run that dies in serialisation.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
-TaskType = Literal["qa_long", "extractive_qa"]
-"""qa_long: long-answer domain Q&A scored by (BERTScore F1 + ROUGE-L F1) / 2.
-extractive_qa: reading comprehension scored by SQuAD token F1."""
+def _registered(registry_module: str, registry_name: str, value: str) -> str:
+    """Validate a method name against its registry (imported lazily: registries pull in their modules)."""
+    import importlib
 
-TASK_METRICS: dict[str, str] = {"qa_long": "bertscore_rougel", "extractive_qa": "squad_f1"}
+    registry = getattr(importlib.import_module(registry_module), registry_name)
+    if value not in registry:
+        raise ValueError(f"unknown {registry.kind} '{value}'; available: {', '.join(registry.names())}")
+    return value
 
 
 class FieldMapping(_Section):
     """Which column of the data holds each part of a sample."""
 
-    instruction: str | None = Field("instruction", description="column with the task instruction; null if none")
+    instruction: str = Field("instruction", description="column with the task instruction; empty (or null) if none")
     input: str = Field("input", description="column with the question / input (and context)")
     output: str = Field("output", description="column with the reference answer")
 
+    @field_validator("instruction", mode="before")
+    @classmethod
+    def _no_instruction(cls, value: Any) -> Any:
+        return "" if value is None else value
+
 
 class DataConfig(_Section):
+    """Where the domain data comes from and what kind of task it is."""
+
     train: str = Field(..., description="training data: local path or s3://bucket/key (.jsonl, .csv, .parquet)")
     eval: str = Field(..., description="evaluation data: local path or s3:// URI, same format rules")
-    task: TaskType = Field("qa_long", description="decides the metric")
-    fields: FieldMapping = FieldMapping()
-    max_train_samples: int | None = Field(None, ge=1, description="cap on training rows read (first N)")
-    max_eval_samples: int | None = Field(200, ge=1, description="cap on evaluation rows (first N)")
+    task: str = Field("qa_long", description="task type (decides the metric); registered: see damoc.evaluation.tasks")
+    fields: FieldMapping = Field(FieldMapping(), description="source column of each sample part")
+    max_train_samples: int | None = Field(None, ge=1, description="read only the first N training rows (null: all)")
+    max_eval_samples: int | None = Field(None, ge=1, description="read only the first N evaluation rows (null: all)")
 
     @field_validator("train", "eval")
     @classmethod
@@ -53,6 +66,11 @@ class DataConfig(_Section):
             raise ValueError(f"'{uri}' has no supported suffix; use one of {', '.join(SUPPORTED_SUFFIXES)}")
         return uri
 
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        return _registered("damoc.evaluation.tasks", "TASKS", value)
+
 
 class Candidate(_Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
@@ -62,66 +80,122 @@ class Candidate(_Section):
     trust_remote_code: bool = Field(False, description="allow the checkpoint's own Python code (opt-in)")
 
 
-FilterMethod = Literal["graphcut", "random", "none"]
-
-
 class FilterConfig(_Section):
-    method: FilterMethod = "graphcut"
+    """Stage 1: keep a fraction of the training samples with a registered filtering method."""
+
+    method: str = Field("graphcut", description="filtering method; registered: see damoc.filtering")
     ratio: float = Field(0.2, gt=0.0, le=1.0, description="fraction of training samples kept")
-    graphcut_lambda: float = Field(0.4, ge=0.0, description="diversity weight; < 0.5 keeps GraphCut monotone")
-    embedding_model: str | None = Field(None, description="sentence-transformers dir; default all-MiniLM-L6-v2")
-    seed: int = 0
+    embedding_model: str | None = Field(None, description="sentence-transformers dir for methods that embed; "
+                                        "null: all-MiniLM-L6-v2 (shipped offline)")
+    seed: int = Field(0, description="seed for methods that sample")
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, validate_default=True, description="each method's own settings, as options.METHOD.KEY; the chosen "
+        "method's defaults are filled in")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        return _registered("damoc.filtering", "FILTERS", value)
+
+    @field_validator("options")
+    @classmethod
+    def _method_settings(cls, options: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
+        from damoc.filtering import FILTERS
+        from damoc.registry import validate_settings
+
+        out: dict[str, dict[str, Any]] = {}
+        method = info.data.get("method")
+        for name in sorted(set(options) | ({method} if method else set())):
+            if name not in FILTERS:
+                raise ValueError(f"'{name}' is not a filtering method; available: {', '.join(FILTERS.names())}")
+            settings = validate_settings(FILTERS.get(name), options.get(name), name)
+            out[name] = settings.model_dump(mode="json", by_alias=True)
+        return out
+
+    def method_settings(self) -> BaseModel:
+        """The chosen method's settings as its own typed model."""
+        from damoc.filtering import FILTERS
+        from damoc.registry import validate_settings
+
+        return validate_settings(FILTERS.get(self.method), self.options.get(self.method), self.method)
 
 
 class CompressionConfig(_Section):
-    enabled: bool = True
+    """Stage 2: drop low-information words by perplexity, gate by BERTScore."""
+
+    enabled: bool = Field(True, description="false: train on the filtered samples as they are")
     rate: float = Field(0.6, gt=0.0, le=1.0, description="target fraction of words kept")
-    bertscore_threshold: float = Field(0.9, ge=0.0, le=1.0, description="gate: below it the sample is rewritten "
-                                       "(or kept uncompressed while rewriting is off)")
-    scorer_model: str | None = Field(None, description="small causal LM scoring perplexity; default: the first "
+    bertscore_threshold: float = Field(0.9, ge=0.0, le=1.0, description="gate: samples scoring below it keep "
+                                       "their original text (or are rewritten once a rewriter exists)")
+    scorer_model: str | None = Field(None, description="small causal LM scoring perplexity; null: the first "
                                      "candidate's base (else chat) checkpoint")
-    segment_words: int = Field(200, ge=8, description="words per compression segment (iterative_size)")
-    rewrite: bool = Field(False, description="rewrite gate failures with an LLM served by vLLM (later issue)")
+    segment_words: int = Field(200, ge=8, description="words per iterative-compression segment")
+    rewrite: bool = Field(False, description="rewrite gate failures with an LLM (rejected until a rewriter "
+                          "backend is registered)")
+
+    @field_validator("rewrite")
+    @classmethod
+    def _rewriter_exists(cls, value: bool) -> bool:
+        from damoc.compression.rewriters import REWRITERS
+
+        if value and len(REWRITERS) == 0:
+            raise ValueError("rewriting is not implemented yet (no rewriter backend is registered); set "
+                             "compression.rewrite: false — gate failures keep their original text")
+        return value
 
 
 class PruningConfig(_Section):
-    enabled: bool = True
+    """Stage 3: drop layers whose input and output barely differ; merge their task vectors into neighbours."""
+
+    enabled: bool = Field(True, description="false: train every candidate with all its layers")
     threshold: float = Field(0.85, gt=0.0, lt=1.0, description="prune layers whose cos(h_in, h_out) exceeds it")
     merge_keep_fraction: float = Field(0.2, gt=0.0, le=1.0,
                                        description="fraction of task-vector entries kept (by magnitude) when merging")
-    calibration_samples: int = Field(32, ge=1)
+    calibration_samples: int = Field(32, ge=1, description="training samples used to measure layer similarity")
     max_prune_fraction: float = Field(0.5, ge=0.0, lt=1.0, description="never drop more than this share of layers")
 
 
 class TrainingConfig(_Section):
-    method: Literal["full", "lora"] = "full"
-    epochs: float = Field(1.0, gt=0.0)
-    learning_rate: float = Field(1e-3, gt=0.0)
-    batch_size: int = Field(16, ge=1)
-    max_length: int = Field(256, ge=16)
-    seed: int = 0
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Stage 4: fine-tune every (compressed) candidate."""
+
+    method: Literal["full", "lora"] = Field("full", description="full fine-tuning, or LoRA (peft, all linear "
+                                            "layers, merged after training)")
+    launcher: str = Field("in_process", description="where training runs; registered: see damoc.training.launchers")
+    epochs: float = Field(1.0, gt=0.0, description="passes over the training samples")
+    learning_rate: float = Field(1e-3, gt=0.0, description="peak learning rate (cosine schedule)")
+    batch_size: int = Field(16, ge=1, description="samples per optimizer step")
+    max_length: int = Field(256, ge=16, description="tokens per sample (prompt cut from the left first)")
+    seed: int = Field(0, description="seed of initialisation-dependent parts and data order")
+    lora_r: int = Field(16, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout")
+
+    @field_validator("launcher")
+    @classmethod
+    def _known_launcher(cls, value: str) -> str:
+        return _registered("damoc.training.launchers", "LAUNCHERS", value)
 
 
 class EvaluationConfig(_Section):
-    max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(16, ge=1)
+    """Stage 5: generate answers for the evaluation set and score them."""
+
+    max_new_tokens: int = Field(64, ge=1, description="greedy generation length")
+    batch_size: int = Field(16, ge=1, description="prompts per generation batch")
 
 
 Mode = Literal["damoc", "grid_search"]
 
 
 class RunConfig(_Section):
-    mode: Mode = "damoc"
-    data: DataConfig
-    candidates: list[Candidate] = Field(..., min_length=1)
-    filter: FilterConfig = FilterConfig()
-    compression: CompressionConfig = CompressionConfig()
-    pruning: PruningConfig = PruningConfig()
-    training: TrainingConfig = TrainingConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
+    mode: Mode = Field("damoc", description="damoc, or grid_search (same graph; filtering, compression and "
+                       "pruning off: the ground truth)")
+    data: DataConfig = Field(..., description="the domain data and its task type")
+    candidates: list[Candidate] = Field(..., min_length=1, description="the LLMs to choose between")
+    filter: FilterConfig = Field(FilterConfig(), description="stage 1: data filtering")
+    compression: CompressionConfig = Field(CompressionConfig(), description="stage 2: token compression")
+    pruning: PruningConfig = Field(PruningConfig(), description="stage 3: layer pruning with sparse merging")
+    training: TrainingConfig = Field(TrainingConfig(), description="stage 4: fine-tuning")
+    evaluation: EvaluationConfig = Field(EvaluationConfig(), description="stage 5: evaluation")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "RunConfig":
@@ -133,7 +207,9 @@ class RunConfig(_Section):
 
     @property
     def metric(self) -> str:
-        return TASK_METRICS[self.data.task]
+        from damoc.evaluation.tasks import TASKS
+
+        return TASKS.get(self.data.task).metric
 
     def scorer_model_path(self) -> str:
         if self.compression.scorer_model:
@@ -142,13 +218,21 @@ class RunConfig(_Section):
         return first.base_path or first.path
 
 
+SECTIONS: tuple[str, ...] = ("data", "filter", "compression", "pruning", "training", "evaluation")
+"""The run configuration's sections: each is one KFP pipeline parameter (a JSON object)."""
+
+# Keys that moved: a config using the old spelling gets told where the setting lives now.
+MOVED_KEYS = {"filter.graphcut_lambda": "filter.options.graphcut.lambda"}
+
+
 def _format_error(source: str, err: ValidationError) -> str:
     lines = [f"invalid run configuration in {source}:"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check spelling; see README 'Run configuration')"
+            msg = (f"moved to {MOVED_KEYS[key]}" if key in MOVED_KEYS
+                   else "unknown key (check spelling; see README 'Run configuration')")
         elif e["type"] == "missing":
             msg = "required key is missing"
         lines.append(f"  {key}: {msg}")
@@ -209,64 +293,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = raw
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1]):
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: '{'.'.join(parts[:depth + 1])}' is not a section "
+                              "(see `damoc config table` for the keys)")
     node[parts[-1]] = value
-
-
-# ---- KFP pipeline parameters: the config, flattened to typed scalars --------------------------
-
-_SECTIONS = ("data", "filter", "compression", "pruning", "training", "evaluation")
-
-
-def to_pipeline_arguments(cfg: RunConfig) -> dict[str, Any]:
-    """Flatten a config to the pipeline's parameters: section_key (data.fields.x -> data_field_x)."""
-    args: dict[str, Any] = {"mode": cfg.mode, "candidates": [c.model_dump(exclude_none=True) for c in cfg.candidates]}
-    for section in _SECTIONS:
-        for key, value in getattr(cfg, section).model_dump().items():
-            if key == "fields":
-                for fk, fv in value.items():
-                    args[f"data_field_{fk}"] = fv if fv is not None else ""
-            else:
-                args[f"{section}_{key}"] = value
-    if cfg.compression.scorer_model is None:
-        args["compression_scorer_model"] = ""
-    if cfg.filter.embedding_model is None:
-        args["filter_embedding_model"] = ""
-    for key in ("data_max_train_samples", "data_max_eval_samples"):
-        if args[key] is None:
-            args[key] = 0  # 0 = no cap (KFP parameters cannot be null)
-    return args
-
-
-def from_pipeline_arguments(args: dict[str, Any]) -> RunConfig:
-    """Inverse of `to_pipeline_arguments` (used inside the pipeline's first task)."""
-    raw: dict[str, Any] = {"mode": args["mode"], "candidates": args["candidates"]}
-    for section in _SECTIONS:
-        raw[section] = {}
-    raw["data"]["fields"] = {}
-    for key, value in args.items():
-        if key.startswith("data_field_"):
-            raw["data"]["fields"][key.removeprefix("data_field_")] = value or None
-            continue
-        for section in _SECTIONS:
-            if key.startswith(section + "_"):
-                raw[section][key.removeprefix(section + "_")] = value
-                break
-    for key in ("max_train_samples", "max_eval_samples"):
-        if raw["data"].get(key) == 0:
-            raw["data"][key] = None
-    for section, key in (("compression", "scorer_model"), ("filter", "embedding_model")):
-        if raw[section].get(key) == "":
-            raw[section][key] = None
-    return parse_config(raw, "pipeline parameters")
-
-
-def pipeline_defaults() -> dict[str, Any]:
-    """Default values of every section key, as pipeline parameter defaults."""
-    stub = RunConfig(data=DataConfig(train="train.jsonl", eval="eval.jsonl"),
-                     candidates=[Candidate(name="c", path="p")])
-    args = to_pipeline_arguments(stub)
-    for key in ("mode", "candidates", "data_train", "data_eval"):
-        args.pop(key)
-    return args

@@ -22,7 +22,7 @@ def embed_texts(texts: Sequence[str], model_path: str | None = None, batch_size:
     Unit rows make the dot product the cosine similarity, which GraphCut relies on.
     """
     if model_path is None:
-        from damoc.evaluation.metrics import default_embedding_model
+        from damoc.hf import default_embedding_model
 
         model_path = default_embedding_model()
     model = _load_model(str(model_path))

@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import urllib3
+from damoc import atomic
 from minio import Minio
 from minio.error import MinioException, S3Error
 
@@ -225,22 +226,8 @@ def _remove(path: Path) -> None:
 
 
 def _swap_into_place(staged: Path, dest: Path) -> None:
-    """Move a fully written `staged` sibling to `dest`; a file over a file is a single rename."""
-    if staged.is_file() and not dest.is_dir():
-        os.replace(staged, dest)
-        return
-    if not (dest.exists() or dest.is_symlink()):
-        os.rename(staged, dest)
-        return
-    # Linux cannot atomically exchange directories portably: park the old one, then restore on failure.
-    old = _sibling(dest, "old")
-    os.rename(dest, old)
-    try:
-        os.rename(staged, dest)
-    except OSError:
-        os.rename(old, dest)
-        raise
-    _remove(old)
+    """Move a fully written `staged` sibling to `dest` (damoc.atomic: old or new, never half)."""
+    atomic.replace_path(staged, dest)
 
 
 def _stage_copy(src: Path, dest: Path) -> Path:
@@ -258,15 +245,7 @@ def _stage_copy(src: Path, dest: Path) -> Path:
 
 
 def _write_local_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = _sibling(path, "tmp")
-    try:
-        with open(staged, "xb") as handle:  # "x": normal umask permissions, unlike mkstemp's 0600
-            handle.write(data)
-        os.replace(staged, path)
-    except BaseException:
-        _remove(staged)
-        raise
+    atomic.write_bytes(path, data)
 
 
 def _safe_join(root: Path, relative: str, uri: str) -> Path:

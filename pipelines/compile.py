@@ -10,7 +10,7 @@ COMPILED_NAME = "damoc_pipeline.yaml"
 def compile_pipeline(out_dir: str | Path = COMPILED_DIR) -> Path:
     from kfp import compiler
 
-    from pipelines.damoc_pipeline import damoc_pipeline
+    from damoc_pipelines.damoc_pipeline import damoc_pipeline
 
     out = Path(out_dir) / COMPILED_NAME
     out.parent.mkdir(parents=True, exist_ok=True)

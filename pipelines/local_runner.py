@@ -17,7 +17,7 @@ def run_local(cfg: RunConfig, out_dir: str | Path) -> dict[str, Any]:
     """
     from kfp import local
 
-    from pipelines.damoc_pipeline import damoc_pipeline
+    from damoc_pipelines.damoc_pipeline import damoc_pipeline
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)

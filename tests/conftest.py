@@ -89,6 +89,6 @@ def tiny_pair(tmp_path_factory, tiny_tokenizer_dir) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def zoo_dir() -> Path:
     """The demo zoo; built on first use (the Makefile builds it before the tests run)."""
-    from damoc.zoo import default_zoo_dir, ensure_zoo
+    from damoc.demo.zoo import default_zoo_dir, ensure_zoo
 
     return ensure_zoo(default_zoo_dir())

@@ -225,12 +225,12 @@ def test_gate_threshold_one_falls_back_and_zero_passes_all(scorer, tiny_pair):
 
 
 def test_rewriter_hook_replaces_failures_that_then_pass(monkeypatch):
-    import damoc.compression as compression
+    import damoc.compression.gate as gate
 
     originals = [Sample(str(i), "", "q", f"answer {i}") for i in range(3)]
     compressed = [Sample(str(i), "", "q", "") for i in range(3)]
     revised = Sample("1", "", "q", "good")
-    monkeypatch.setattr(compression, "gate_scores", lambda o, c, m=None: [0.95 if s.output == "good" else 0.1
+    monkeypatch.setattr(gate, "gate_scores", lambda o, c, m=None: [0.95 if s.output == "good" else 0.1
                                                                           for s in c])
     seen = {}
 

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from damoc.config import (ConfigError, RunConfig, from_pipeline_arguments, load_config, parse_config,
-                          pipeline_defaults, to_pipeline_arguments)
+from damoc.config import ConfigError, RunConfig, load_config, parse_config
+from damoc.config_params import from_pipeline_arguments, pipeline_defaults, to_pipeline_arguments
 
 MINIMAL = {"data": {"train": "t.jsonl", "eval": "e.csv"}, "candidates": [{"name": "a", "path": "/m/a"}]}
 
@@ -66,34 +66,110 @@ def test_overrides_apply_dotted_keys(tmp_path):
 
 
 def test_pipeline_arguments_round_trip():
-    cfg = parse_config({**MINIMAL, "filter": {"ratio": 0.05}, "data": {**MINIMAL["data"], "max_eval_samples": None,
-                                                                      "fields": {"instruction": None}}})
+    cfg = parse_config({**MINIMAL, "filter": {"ratio": 0.05, "options": {"graphcut": {"lambda": 0.3}}},
+                        "data": {**MINIMAL["data"], "max_eval_samples": None, "fields": {"instruction": None}}})
     args = to_pipeline_arguments(cfg)
-    assert args["filter_ratio"] == 0.05 and args["data_field_instruction"] == ""
-    assert all(v is not None for v in args.values())  # KFP parameters cannot be null
+    assert args["filter"]["ratio"] == 0.05 and args["filter"]["options"] == {"graphcut": {"lambda": 0.3}}
+    assert args["data"]["fields"]["instruction"] == "" and cfg.data.fields.instruction == ""
+    assert "max_eval_samples" not in args["data"]  # KFP cannot carry null: left out, the default is null
     assert from_pipeline_arguments(args) == cfg
+    assert cfg.filter.method_settings().lambda_ == 0.3
 
 
-def test_pipeline_signature_mirrors_config_defaults():
+def test_every_nullable_setting_defaults_to_null():
+    """Leaving nulls out of pipeline parameters is lossless only while this holds."""
+    from damoc.config_params import section_model
+
+    models = [section_model(s) for s in ("data", "filter", "compression", "pruning", "training", "evaluation")]
+    models += [RunConfig.model_fields["candidates"].annotation.__args__[0],
+               RunConfig.model_fields["data"].annotation.model_fields["fields"].annotation]
+    for model in models:
+        for name, field in model.model_fields.items():
+            if type(None) in getattr(field.annotation, "__args__", ()):
+                assert field.default is None, f"{model.__name__}.{name}: nullable with a non-null default"
+
+
+def test_method_settings_are_validated_against_the_registry():
+    cfg = parse_config(MINIMAL)
+    assert cfg.filter.options == {"graphcut": {"lambda": 0.4}}  # the chosen method's defaults, filled in
+    with pytest.raises(ConfigError, match=r"filter.options: .*graphcut.lambda: Input should be greater"):
+        parse_config({**MINIMAL, "filter": {"options": {"graphcut": {"lambda": -1}}}})
+    with pytest.raises(ConfigError, match=r"filter.options: .*random.k: unknown setting"):
+        parse_config({**MINIMAL, "filter": {"method": "random", "options": {"random": {"k": 1}}}})
+    with pytest.raises(ConfigError, match=r"'magic' is not a filtering method; available: .*graphcut"):
+        parse_config({**MINIMAL, "filter": {"options": {"magic": {}}}})
+    with pytest.raises(ConfigError, match=r"filter.graphcut_lambda: moved to filter.options.graphcut.lambda"):
+        parse_config({**MINIMAL, "filter": {"graphcut_lambda": 0.4}})
+
+
+def test_settings_that_do_nothing_are_rejected_naming_the_key():
+    with pytest.raises(ConfigError, match=r"compression.rewrite: rewriting is not implemented yet"):
+        parse_config({**MINIMAL, "compression": {"rewrite": True}})
+    with pytest.raises(ConfigError, match=r"training.launcher: unknown training launcher 'slurm'"):
+        parse_config({**MINIMAL, "training": {"launcher": "slurm"}})
+    with pytest.raises(ConfigError, match=r"data.task: unknown task type 'poetry'"):
+        parse_config({**MINIMAL, "data": {**MINIMAL["data"], "task": "poetry"}})
+
+
+def test_non_finite_numbers_are_bad_input():
+    with pytest.raises(ConfigError, match="training.learning_rate"):
+        parse_config({**MINIMAL, "training": {"learning_rate": float("inf")}})
+
+
+def test_set_into_a_scalar_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="'data.train' is not a section"):
+        load_config(_write(tmp_path, MINIMAL), {"data.train.x": 1})
+
+
+def test_every_setting_has_a_description():
+    from damoc.config_params import key_rows
+
+    rows = key_rows(RunConfig)
+    for section in ("data", "filter", "compression", "pruning", "training", "evaluation"):
+        assert any(k.startswith(section + ".") for k, *_ in rows)
+    missing = [k for k, _, _, desc in rows if not desc]
+    assert not missing, f"settings without a description: {missing}"
+
+
+def test_pipeline_signature_is_derived_from_the_schema():
     import inspect
 
-    from pipelines.damoc_pipeline import damoc_pipeline
+    from damoc.config import SECTIONS
+    from damoc_pipelines.damoc_pipeline import damoc_pipeline
 
     params = inspect.signature(damoc_pipeline.pipeline_func).parameters
-    for key, default in pipeline_defaults().items():
-        assert key in params, f"pipeline lacks parameter {key}"
+    defaults = pipeline_defaults()
+    assert set(params) == set(RunConfig.model_fields) | {"output_uri", "s3_secret_name"}
+    assert set(SECTIONS) | {"mode", "candidates"} == set(RunConfig.model_fields)
+    for key, default in defaults.items():
         assert params[key].default == default, key
-        assert params[key].annotation is type(default), key
-    config_keys = set(pipeline_defaults()) | {"mode", "candidates", "data_train", "data_eval"}
-    extra = set(params) - config_keys
-    assert extra == {"output_uri", "s3_secret_name"}
+    assert params["filter"].default["options"] == {"graphcut": {"lambda": 0.4}}
+    assert params["data"].default["fields"]["instruction"] == "instruction"
 
 
-def test_validate_component_accepts_exactly_the_config_keys():
+def test_validate_component_accepts_exactly_the_config_sections():
     import inspect
 
-    from components.config import validate_config
+    from damoc_components.config import validate_config
 
     params = set(inspect.signature(validate_config.python_func).parameters)
-    assert params == set(pipeline_defaults()) | {"mode", "candidates", "data_train", "data_eval", "config"}
-    assert isinstance(RunConfig.model_json_schema(), dict)
+    assert params == set(RunConfig.model_fields) | {"config"}
+
+
+def test_validate_component_rebuilds_the_config(tmp_path):
+    from types import SimpleNamespace
+
+    from damoc_components.config import validate_config
+
+    cfg = parse_config({**MINIMAL, "filter": {"ratio": 0.1}})
+    artifact = SimpleNamespace(path=str(tmp_path / "config.json"), metadata={})
+    out = validate_config.python_func(**to_pipeline_arguments(cfg), config=artifact)
+    assert RunConfig.model_validate_json((tmp_path / "config.json").read_text()) == cfg
+    assert out.started_at > 0
+
+
+def test_empty_required_data_keys_are_reported_missing():
+    args = to_pipeline_arguments(parse_config(MINIMAL))
+    args["data"] = pipeline_defaults()["data"]
+    with pytest.raises(ConfigError, match="data.train: required key is missing"):
+        from_pipeline_arguments(args)

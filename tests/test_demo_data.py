@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from damoc.data.demo import TASKS, generate, generic_instructions, generic_text, write_demo
+from damoc.demo.data import TASKS, generate, generic_instructions, generic_text, write_demo
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -117,12 +117,13 @@ def test_graphcut_argument_errors() -> None:
     with pytest.raises(ValueError):
         graphcut_greedy(emb, 2, lambda_=-0.1)
     filt = get_filter("graphcut")
+    settings = filt.Settings()
     with pytest.raises(ValueError, match="needs embeddings"):
-        filt.select(2, embeddings=None, samples=_samples(5), seed=0)
+        filt.select(2, embeddings=None, samples=_samples(5), seed=0, settings=settings)
     with pytest.raises(ValueError):
-        filt.select(2, embeddings=emb[:4], samples=_samples(5), seed=0)
-    with pytest.raises(TypeError):
-        filt.select(2, embeddings=emb, samples=_samples(5), seed=0, bogus=1)
+        filt.select(2, embeddings=emb[:4], samples=_samples(5), seed=0, settings=settings)
+    with pytest.raises(ValueError, match="graphcut.bogus: unknown setting"):
+        filter_samples(_samples(5), "graphcut", 0.5, settings={"bogus": 1})
 
 
 # --- Random -------------------------------------------------------------------------------------------
@@ -130,12 +131,13 @@ def test_graphcut_argument_errors() -> None:
 def test_random_deterministic_distinct_and_sized() -> None:
     filt = get_filter("random")
     samples = _samples(100)
-    a = filt.select(20, embeddings=None, samples=samples, seed=3)
-    b = filt.select(20, embeddings=None, samples=samples, seed=3)
-    c = filt.select(20, embeddings=None, samples=samples, seed=4)
+    none = filt.Settings()
+    a = filt.select(20, embeddings=None, samples=samples, seed=3, settings=none)
+    b = filt.select(20, embeddings=None, samples=samples, seed=3, settings=none)
+    c = filt.select(20, embeddings=None, samples=samples, seed=4, settings=none)
     assert a == b and a != c
     assert len(a) == 20 == len(set(a)) and all(0 <= i < 100 for i in a)
-    assert filt.select(40, embeddings=None, samples=samples, seed=3)[:20] == a  # nested across sizes
+    assert filt.select(40, embeddings=None, samples=samples, seed=3, settings=none)[:20] == a  # nested
     assert not filt.needs_embeddings
 
 
@@ -174,7 +176,7 @@ def test_filter_samples_graphcut_with_real_embeddings() -> None:
              "How can I lower a slight fever?", "What is the capital of France?",
              "Explain how a bond's yield relates to its price.", "Translate 'good morning' into German."]
     samples = [Sample(id=str(i), instruction=t, input="", output="") for i, t in enumerate(texts)]
-    kept, stats = filter_samples(samples, "graphcut", 0.5, graphcut_lambda=0.4)
+    kept, stats = filter_samples(samples, "graphcut", 0.5, settings={"lambda": 0.4})
     assert stats["n_out"] == 3 and stats["embed_seconds"] > 0.0
     assert [samples.index(s) for s in kept] == sorted(samples.index(s) for s in kept)
     # Same subset as the definition-level greedy on the same embeddings. (With only six samples the
@@ -192,13 +194,13 @@ def test_registry_lists_and_rejects(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="graphcut.*random"):
         get_filter("does-not-exist")
 
-    monkeypatch.setattr(filtering_base, "_REGISTRY", dict(filtering_base._REGISTRY))
+    monkeypatch.setattr(filtering_base.FILTERS, "_entries", dict(filtering_base.FILTERS._entries))
 
     @register
     class FirstN(SampleFilter):
         name = "first_n"
 
-        def select(self, n_select, *, embeddings, samples, seed, **params):
+        def select(self, n_select, *, embeddings, samples, seed, settings):
             return list(range(n_select))
 
     assert "first_n" in available_filters()

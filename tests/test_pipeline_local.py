@@ -53,13 +53,13 @@ def test_damoc_mode_end_to_end(config_path, tmp_path):
     assert main(["run", str(config_path), "--out", str(out)]) == 0
     sel = _check_common(out, "damoc")
     stats = sel["stats"]
-    assert stats["filter"]["n_out"] == 60 and stats["filter"]["skipped"] is False
-    assert stats["compress"]["skipped"] is False and stats["compress"]["word_ratio"] < 1.0
+    assert stats["filter"]["stats"]["n_out"] == 60 and stats["filter"]["status"] == "ok"
+    assert stats["compress"]["status"] == "ok" and stats["compress"]["stats"]["word_ratio"] < 1.0
     cands = stats["candidates"]
-    assert cands["tiny-neox"]["prune"]["skipped"] is True
-    pruned = cands["tiny-qwen2"]["prune"]
+    assert cands["tiny-neox"]["prune"]["status"] == "skipped"
+    pruned = cands["tiny-qwen2"]["prune"]["stats"]
     assert pruned["num_layers_after"] == pruned["num_layers_before"] - len(pruned["pruned_layers"])
-    assert cands["tiny-llama"]["train"]["samples"] == 60
+    assert cands["tiny-llama"]["train"]["stats"]["samples"] == 60
 
 
 def test_grid_search_mode_end_to_end(config_path, tmp_path):
@@ -67,9 +67,9 @@ def test_grid_search_mode_end_to_end(config_path, tmp_path):
     assert main(["run", str(config_path), "--mode", "grid_search", "--out", str(out)]) == 0
     sel = _check_common(out, "grid_search")
     stats = sel["stats"]
-    assert stats["filter"]["skipped"] and stats["compress"]["skipped"]
-    assert all(c["prune"]["skipped"] for c in stats["candidates"].values())
-    assert stats["candidates"]["tiny-llama"]["train"]["samples"] == 240
+    assert stats["filter"]["status"] == "skipped" and stats["compress"]["status"] == "skipped"
+    assert all(c["prune"]["status"] == "skipped" for c in stats["candidates"].values())
+    assert stats["candidates"]["tiny-llama"]["train"]["stats"]["samples"] == 240
 
 
 def test_failed_run_keeps_earlier_results(config_path, tmp_path, capsys):

@@ -1,15 +1,22 @@
 import pytest
 
+from damoc.results import CandidateResult, StageResult
 from damoc.selection.agreement import compare_selections
 from damoc.selection.ranking import build_selection, rank_results
 from damoc.selection.report import render_report
 
-RESULTS = [
-    {"candidate": "b", "status": "ok", "score": 0.5, "train_seconds": 10.0},
-    {"candidate": "a", "status": "ok", "score": 0.7, "train_seconds": 20.0},
-    {"candidate": "c", "status": "failed", "score": None, "error": "train: OOM"},
-    {"candidate": "d", "status": "ok", "score": 0.5, "train_seconds": 5.0},
-]
+
+
+def _result(name, score, train_seconds=0.0, error=None):
+    r = CandidateResult(candidate=name, score=score,
+                        stages={"train": StageResult(stage="train", seconds=train_seconds)})
+    if error:
+        r.status, r.error = "failed", error
+    return r
+
+
+RESULTS = [_result("b", 0.5, 10.0), _result("a", 0.7, 20.0), _result("c", None, error="train: OOM"),
+           _result("d", 0.5, 5.0)]
 
 
 def test_ranking_orders_by_score_and_lists_failures_last():
@@ -21,7 +28,7 @@ def test_ranking_orders_by_score_and_lists_failures_last():
 
 def test_selection_document_has_the_contract_keys():
     sel = build_selection(mode="damoc", metric="squad_f1", results=RESULTS, stage_seconds={"filter": 1.25},
-                          total_seconds=40.0, stats={"filter": {"n_out": 3}})
+                          total_seconds=40.0, stage_results=[StageResult(stage="filter", stats={"n_out": 3})])
     assert set(sel) == {"mode", "metric", "selected", "ranking", "cost", "stats"}
     assert sel["selected"] == "a"
     assert set(sel["cost"]) == {"stage_seconds", "train_seconds", "total_seconds"}
@@ -32,14 +39,15 @@ def test_selection_document_has_the_contract_keys():
 
 def test_all_failed_selects_nothing():
     sel = build_selection(mode="damoc", metric="m", results=[RESULTS[2]], stage_seconds={}, total_seconds=1.0,
-                          stats={})
+                          stage_results=[])
     assert sel["selected"] is None and "every candidate failed" in render_report(sel)
 
 
 def test_agreement_against_known_values():
     def doc(scores, total):
-        res = [{"candidate": k, "status": "ok", "score": v, "train_seconds": total / 2} for k, v in scores.items()]
-        return build_selection(mode="x", metric="m", results=res, stage_seconds={}, total_seconds=total, stats={})
+        res = [_result(k, v, total / 2) for k, v in scores.items()]
+        return build_selection(mode="x", metric="m", results=res, stage_seconds={}, total_seconds=total,
+                               stage_results=[])
 
     cheap = doc({"a": 3.0, "b": 2.0, "c": 1.0, "d": 0.0}, 10.0)
     same = doc({"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.1}, 50.0)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from damoc.data.demo import generate
+from damoc.demo.data import generate
 from damoc.data.schema import Sample
 from damoc.training.prompt import format_prompt
-from damoc.zoo import load_manifest
+from damoc.demo.zoo import load_manifest
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_graphcut_on_demo_data_beats_random_on_its_objective(demo_samples):
         x = emb[[index[s.id] for s in chosen]]
         return float((emb @ x.T).sum() - lam * (x @ x.T).sum())
 
-    gc, stats = filter_samples(demo_samples, "graphcut", 0.1, graphcut_lambda=0.4)
+    gc, stats = filter_samples(demo_samples, "graphcut", 0.1, settings={"lambda": 0.4})
     rnd, _ = filter_samples(demo_samples, "random", 0.1, seed=0)
     assert stats["n_out"] == len(gc) == 40
     assert graphcut_value(gc) > graphcut_value(rnd)

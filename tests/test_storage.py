@@ -358,7 +358,7 @@ def test_training_data_loads_from_s3_parquet(bucket: str, tmp_path: Path) -> Non
 def test_checkpoint_from_s3_downloads_once_and_loads(bucket: str, tmp_path: Path, clean_env, tiny_pair) -> None:
     from transformers import AutoModelForCausalLM
 
-    from damoc.workflow.models import resolve_model_source
+    from damoc.workflow.model_sources import resolve_model_source
 
     clean_env.setenv("DAMOC_HOME", str(tmp_path / "home"))
     storage.upload_dir(tiny_pair[1], f"s3://{bucket}/models/chat")

@@ -6,7 +6,9 @@ from transformers import AutoModelForCausalLM
 from damoc.data.schema import Sample
 from damoc.evaluation.evaluate import evaluate_model
 from damoc.evaluation.generate import generate_answers
-from damoc.training.finetune import IGNORE_INDEX, TrainSettings, encode_example, finetune, load_tokenizer
+from damoc.config import TrainingConfig
+from damoc.hf import load_tokenizer
+from damoc.training.finetune import IGNORE_INDEX, encode_example, finetune
 
 SAMPLES = [Sample(id=str(i), instruction="Repeat the word.", input=f"word {w}", output=w)
            for i, w in enumerate(["river", "market", "bridge", "fever", "town", "patient"] * 4)]
@@ -26,7 +28,7 @@ def test_labels_mask_the_prompt(tiny_pair):
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_finetune_lowers_loss_and_saves_plain_checkpoint(tiny_pair, tmp_path, method):
     out = tmp_path / method
-    settings = TrainSettings(method=method, epochs=3, learning_rate=3e-3 if method == "full" else 1e-2,
+    settings = TrainingConfig(method=method, epochs=3, learning_rate=3e-3 if method == "full" else 1e-2,
                              batch_size=8, max_length=64)
     stats = finetune(tiny_pair[1], SAMPLES, out, settings)
     assert stats["steps"] == 9 and stats["samples"] == len(SAMPLES) and stats["loss_is_finite"]

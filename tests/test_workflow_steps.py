@@ -5,8 +5,10 @@ from damoc.config import parse_config
 from damoc.data.records import write_samples
 from damoc.data.schema import Sample
 from damoc.workflow.candidate_steps import evaluate_step, finetune_step, prune_step
-from damoc.workflow.outcome import read_failure, read_model_ref
+from damoc.results import CandidateResult, StageResult
+from damoc.workflow.outcome import read_model_ref, read_result
 from damoc.workflow.rank_step import rank_step
+from damoc.workflow.step_runner import StageSkipped, run_stage
 
 SAMPLES = [Sample(id=str(i), instruction="", input=f"q {i}", output=f"a {i}") for i in range(4)]
 
@@ -23,13 +25,14 @@ def test_broken_candidate_is_reported_failed_with_its_stage(tmp_path):
     cand = {"name": "broken", "path": "/no/such/ckpt", "base_path": "/no/such/base"}
     cfg = _cfg([cand])
     pruned, trained = tmp_path / "pruned", tmp_path / "trained"
-    stats = prune_step(cfg, cand, data, pruned, progress=False)
-    assert read_failure(pruned)["stage"] == "prune" and "not found" in read_failure(pruned)["error"]
-    assert stats["candidate"] == "broken"
+    result = prune_step(cfg, cand, data, pruned, progress=False)
+    assert result.candidate == "broken" and result.status == "failed"
+    assert result.stages["prune"].status == "failed" and "not found" in result.stages["prune"].reason
+    assert read_result(pruned, "broken") == result
     finetune_step(cfg, cand, pruned, data, trained, progress=False)
-    assert read_failure(trained)["stage"] == "prune"  # passed on, not retried
+    assert set(read_result(trained, "broken").stages) == {"prune"}  # passed on, not retried
     result = evaluate_step(cfg, cand, trained, data, progress=False)
-    assert result["status"] == "failed" and result["error"].startswith("prune: FileNotFoundError")
+    assert result.status == "failed" and result.error.startswith("prune: FileNotFoundError")
 
 
 def test_grid_search_keeps_a_reference_not_a_copy(tmp_path, tiny_pair):
@@ -38,17 +41,18 @@ def test_grid_search_keeps_a_reference_not_a_copy(tmp_path, tiny_pair):
     cand = {"name": "ok", "path": str(tiny_pair[1]), "base_path": str(tiny_pair[0])}
     cfg = _cfg([cand], mode="grid_search")
     pruned = tmp_path / "pruned"
-    stats = prune_step(cfg, cand, data, pruned, progress=False)
-    assert stats["prune"] == {"skipped": True, "reason": "mode=grid_search"}
+    result = prune_step(cfg, cand, data, pruned, progress=False)
+    assert result.stages["prune"].status == "skipped" and result.stages["prune"].reason == "mode=grid_search"
     assert read_model_ref(pruned) == {"source": str(tiny_pair[1])}
     assert not (pruned / "model.safetensors").exists()
 
 
 def test_rank_step_counts_a_missing_result_as_failed_and_writes_outputs(tmp_path):
     cfg = _cfg([{"name": "a", "path": "x"}, {"name": "b", "path": "y"}])
-    result_a = {"candidate": "a", "status": "ok", "score": 0.5, "train_seconds": 2.0, "eval_seconds": 1.0}
+    result_a = CandidateResult(candidate="a", score=0.5, stages={
+        "train": StageResult(stage="train", seconds=2.0), "evaluate": StageResult(stage="evaluate", seconds=1.0)})
     out = tmp_path / "published"
-    sel = rank_step(cfg, [json.dumps(result_a)], {"filter": {"seconds": 1.5}}, started_at=0.0,
+    sel = rank_step(cfg, [result_a.model_dump_json()], [StageResult(stage="filter", seconds=1.5)], started_at=0.0,
                     selection_out=tmp_path / "s.json", report_out=tmp_path / "r.md", output_uri=str(out))
     assert sel["selected"] == "a"
     assert sel["ranking"][1] == {"candidate": "b", "score": None, "rank": None, "status": "failed",
@@ -56,3 +60,26 @@ def test_rank_step_counts_a_missing_result_as_failed_and_writes_outputs(tmp_path
     assert sel["cost"]["stage_seconds"] == {"filter": 1.5, "prune": 0.0, "train": 2.0, "evaluate": 1.0}
     assert json.loads((out / "selection.json").read_text()) == sel
     assert (out / "report.md").read_text() == (tmp_path / "r.md").read_text()
+
+
+def test_run_stage_times_skips_and_captures_failures():
+    ok = run_stage("x", lambda: {"n": 1}, capture_failure=True)
+    assert ok.status == "ok" and ok.stats == {"n": 1} and ok.seconds >= 0.0
+
+    def skip():
+        raise StageSkipped("not needed")
+
+    assert run_stage("x", skip, capture_failure=True).model_dump(include={"status", "reason"}) == {
+        "status": "skipped", "reason": "not needed"}
+
+    def boom():
+        raise RuntimeError("disk full")
+
+    failed = run_stage("x", boom, capture_failure=True)
+    assert failed.status == "failed" and failed.reason == "RuntimeError: disk full" and "boom" in failed.traceback
+    import pytest
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_stage("x", boom, capture_failure=False)
+    result = CandidateResult(candidate="c").record(ok).record(failed.model_copy(update={"stage": "train"}))
+    assert result.status == "failed" and result.error == "train: RuntimeError: disk full"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from damoc.training.prompt import format_prompt
-from damoc.zoo import CANDIDATES, load_manifest
+from damoc.demo.zoo import CANDIDATES, load_manifest
 
 
 @pytest.fixture(scope="module")

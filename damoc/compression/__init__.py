@@ -14,10 +14,24 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
-from damoc.compression.compressor import compress_answer, compress_sample, compress_text
-from damoc.compression.gate import gate_scores
-from damoc.compression.scorer import PerplexityScorer
+from typing import TYPE_CHECKING
+
 from damoc.data.schema import Sample
+
+if TYPE_CHECKING:
+    from damoc.compression.scorer import PerplexityScorer
+
+_LAZY = {"compress_answer": "compressor", "compress_sample": "compressor", "compress_text": "compressor",
+         "gate_scores": "gate", "PerplexityScorer": "scorer"}
+
+
+def __getattr__(name: str):
+    # Lazy: importing damoc.compression.rewriters (the config does) must not pull in torch.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"damoc.compression.{_LAZY[name]}"), name)
+    raise AttributeError(name)
 
 __all__ = ["PerplexityScorer", "Rewriter", "compress_answer", "compress_dataset", "compress_sample",
            "compress_text", "gate_scores", "resolve_gate_failures"]
@@ -35,6 +49,8 @@ def resolve_gate_failures(originals: Sequence[Sample], compressed: Sequence[Samp
 
     This is where the LLM rewriter plugs in: without one, every sample below the threshold falls back.
     """
+    from damoc.compression.gate import gate_scores
+
     final = list(compressed)
     fate = ["passed" if s >= threshold else "fell_back" for s in scores]
     failed = [i for i, f in enumerate(fate) if f == "fell_back"]
@@ -69,6 +85,10 @@ def compress_dataset(samples: Sequence[Sample], *, scorer_model: str, rate: floa
 
     rate >= 1.0 is the identity (no scoring, no gate; the scorer's tokenizer alone counts tokens).
     """
+    from damoc.compression.compressor import compress_sample
+    from damoc.compression.gate import gate_scores
+    from damoc.compression.scorer import PerplexityScorer
+
     started = time.perf_counter()
     samples = list(samples)
     if rate >= 1.0:

@@ -5,20 +5,14 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+from damoc import atomic
 from damoc.data.schema import Sample
 
 
 def write_samples(samples: Iterable[Sample], path: str | Path) -> int:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".partial")
-    count = 0
-    with tmp.open("w", encoding="utf-8") as fh:
-        for s in samples:
-            fh.write(json.dumps(s.to_dict(), ensure_ascii=False) + "\n")
-            count += 1
-    tmp.replace(path)  # never leave a half-written file under the real name
-    return count
+    lines = [json.dumps(s.to_dict(), ensure_ascii=False) + "\n" for s in samples]
+    atomic.write_text(path, "".join(lines))  # never a half-written file under the real name
+    return len(lines)
 
 
 def read_samples(path: str | Path) -> list[Sample]:

@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from damoc.data.schema import Sample
-from damoc.training.finetune import load_tokenizer
+from damoc.hf import load_causal_lm, load_tokenizer
 from damoc.training.prompt import format_prompt
 
 
@@ -16,12 +16,9 @@ from damoc.training.prompt import format_prompt
 def generate_answers(model_path: str | Path, samples: Sequence[Sample], *, max_new_tokens: int = 64,
                      batch_size: int = 16, max_prompt_tokens: int = 384, trust_remote_code: bool = False,
                      progress: bool = False) -> list[str]:
-    from transformers import AutoModelForCausalLM
-
     tok = load_tokenizer(model_path, trust_remote_code)
     tok.padding_side = "left"  # decoder-only models continue from the right edge
-    model = AutoModelForCausalLM.from_pretrained(str(model_path), trust_remote_code=trust_remote_code,
-                                                 dtype=torch.float32).eval()
+    model = load_causal_lm(model_path, trust_remote_code).eval()
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 2048)
     max_prompt = max(8, min(max_prompt_tokens, limit - max_new_tokens))
     answers: list[str] = []

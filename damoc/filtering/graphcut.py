@@ -17,10 +17,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from pydantic import Field
 from threadpoolctl import threadpool_limits  # ships with scikit-learn
 
 from damoc.data.schema import Sample
 from damoc.filtering.base import SampleFilter, check_n_select, register
+from damoc.registry import SettingsModel
 
 DEFAULT_LAMBDA = 0.4
 
@@ -66,21 +68,26 @@ def graphcut_greedy(embeddings: np.ndarray, n_select: int, lambda_: float = DEFA
     return order
 
 
+class GraphCutSettings(SettingsModel):
+    # The JSON key is "lambda" (the paper's name); `lambda` is a Python keyword, hence the alias.
+    lambda_: float = Field(DEFAULT_LAMBDA, ge=0.0, alias="lambda", serialization_alias="lambda",
+                           description="diversity weight; below 0.5 GraphCut stays monotone (greedy within 1-1/e)")
+
+
 @register
 class GraphCutFilter(SampleFilter):
     """GraphCut over sentence embeddings; indices come back in greedy pick order (most valuable first)."""
 
     name = "graphcut"
+    description = "GraphCut submodular selection over sentence embeddings (distribution-aware; the paper's pick)"
     needs_embeddings = True
-    config_params = {"graphcut_lambda": "lambda_"}
+    Settings = GraphCutSettings
 
     def select(self, n_select: int, *, embeddings: np.ndarray | None, samples: Sequence[Sample], seed: int,
-               lambda_: float = DEFAULT_LAMBDA, **params) -> list[int]:
+               settings: GraphCutSettings) -> list[int]:
         # `seed` is unused: exact greedy with lowest-index tie-breaking is deterministic.
-        if params:
-            raise TypeError(f"graphcut got unexpected parameters {sorted(params)}")
         if embeddings is None:
             raise ValueError("graphcut needs embeddings")
         if len(embeddings) != len(samples):
             raise ValueError(f"{len(embeddings)} embeddings for {len(samples)} samples")
-        return graphcut_greedy(embeddings, n_select, lambda_)
+        return graphcut_greedy(embeddings, n_select, settings.lambda_)

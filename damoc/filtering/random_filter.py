@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from pydantic import BaseModel
 
 from damoc.data.schema import Sample
 from damoc.filtering.base import SampleFilter, check_n_select, register
@@ -18,12 +19,11 @@ class RandomFilter(SampleFilter):
     """
 
     name = "random"
+    description = "uniform random sample (seeded; the paper's baseline)"
     needs_embeddings = False
 
     def select(self, n_select: int, *, embeddings: np.ndarray | None, samples: Sequence[Sample], seed: int,
-               **params) -> list[int]:
-        if params:
-            raise TypeError(f"random filter takes no parameters, got {sorted(params)}")
+               settings: BaseModel) -> list[int]:
         n = len(samples)
         check_n_select(n_select, n)
         rng = np.random.default_rng(seed)

@@ -14,9 +14,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from damoc import atomic
 from damoc.pruning.architectures import ArchitectureSpec, spec_for
 from damoc.pruning.importance import layer_importance, layer_similarities
 from damoc.pruning.merge import merge_pruned_layers
@@ -122,21 +121,9 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def _save_atomically(out_dir: Path, write: Callable[[Path], None]) -> None:
-    """Write into a temp sibling, then rename over out_dir: a failure leaves no half-written checkpoint."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        write(tmp)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """Write into a temp sibling that replaces out_dir only when complete (damoc.atomic)."""
+    with atomic.staged_dir(out_dir) as staged:
+        write(staged)
 
 
 def _check_pair(chat_config: Any, base_config: Any, chat_path: str, base_path: str) -> None:

@@ -7,40 +7,19 @@ stages need not know how it was trained.
 from __future__ import annotations
 
 import math
-import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from damoc import atomic
+from damoc.config import TrainingConfig
 from damoc.data.schema import Sample
+from damoc.hf import load_causal_lm, load_tokenizer
 from damoc.training.prompt import format_prompt
 
 IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    method: str = "full"  # "full" | "lora"
-    epochs: float = 1.0
-    learning_rate: float = 1e-3
-    batch_size: int = 16
-    max_length: int = 256
-    seed: int = 0
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-
-
-def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    if tok.pad_token is None:  # many base checkpoints ship without one
-        tok.pad_token = tok.eos_token
-    return tok
 
 
 def encode_example(tok, sample: Sample, max_length: int) -> dict[str, list[int]]:
@@ -74,7 +53,7 @@ class _Collator:
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def _wrap_lora(model, settings: TrainSettings):
+def _wrap_lora(model, settings: TrainingConfig):
     from peft import LoraConfig, get_peft_model
 
     cfg = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
@@ -82,20 +61,17 @@ def _wrap_lora(model, settings: TrainSettings):
     return get_peft_model(model, cfg)
 
 
-def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | Path, settings: TrainSettings,
+def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | Path, settings: TrainingConfig,
              *, trust_remote_code: bool = False, progress: bool = False) -> dict[str, Any]:
     """Train `model_path` on `samples`, save a merged HF checkpoint in `out_dir`, return statistics."""
-    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, TrainingArguments, set_seed
 
     if not samples:
         raise ValueError("no training samples")
-    if settings.method not in ("full", "lora"):
-        raise ValueError(f"training.method must be 'full' or 'lora', got '{settings.method}'")
     set_seed(settings.seed)
     started = time.perf_counter()
     tok = load_tokenizer(model_path, trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(str(model_path), trust_remote_code=trust_remote_code,
-                                                 dtype=torch.float32)
+    model = load_causal_lm(model_path, trust_remote_code)
     total_params = sum(p.numel() for p in model.parameters())
     if settings.method == "lora":
         model = _wrap_lora(model, settings)
@@ -115,8 +91,10 @@ def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | P
     model = trainer.model
     if settings.method == "lora":
         model = model.merge_and_unload()
-    _save_atomically(model, tok, out_dir)
-    shutil.rmtree(scratch, ignore_errors=True)
+    with atomic.staged_dir(out_dir) as staged:  # a crash while saving leaves the old checkpoint, or none
+        model.save_pretrained(staged)
+        tok.save_pretrained(staged)
+    atomic.remove_tree(scratch)
     tokens = sum(len(e["input_ids"]) for e in examples)
     return {
         "method": settings.method, "samples": len(samples), "tokens": tokens,
@@ -125,13 +103,3 @@ def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | P
         "train_seconds": round(time.perf_counter() - started, 3),
         "loss_is_finite": math.isfinite(float(result.training_loss)),
     }
-
-
-def _save_atomically(model, tok, out_dir: Path) -> None:
-    tmp = out_dir.parent / f".{out_dir.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)

@@ -1,49 +1,42 @@
 """Fan-in: rank every candidate's result, write selection.json and report.md (locally or to s3://)."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from damoc import storage
+from damoc import atomic, storage
 from damoc.config import RunConfig
+from damoc.results import CandidateResult, StageResult
 from damoc.selection.ranking import build_selection
 from damoc.selection.report import render_report
 
-
-def _as_dict(item: dict[str, Any] | str) -> dict[str, Any]:
-    return json.loads(item) if isinstance(item, str) else item
+CANDIDATE_STAGES = ("prune", "train", "evaluate")
 
 
-def _layers(details: dict[str, Any]) -> str | None:
-    prune = details.get("prune") or {}
-    if prune.get("skipped") or "num_layers_after" not in prune:
-        return None
-    return f"{prune['num_layers_after']}/{prune['num_layers_before']}"
+def _parse(item: CandidateResult | str) -> CandidateResult:
+    return item if isinstance(item, CandidateResult) else CandidateResult.model_validate_json(item)
 
 
-def rank_step(cfg: RunConfig, results: Sequence[dict[str, Any] | str], stage_stats: dict[str, dict[str, Any]],
-              started_at: float, selection_out: Path, report_out: Path, output_uri: str = "") -> dict[str, Any]:
-    parsed = [_as_dict(r) for r in results]
-    by_name = {r["candidate"]: r for r in parsed}
+def rank_step(cfg: RunConfig, results: Sequence[CandidateResult | str], stage_results: Sequence[StageResult],
+              started_at: float, selection_out: Path, report_out: Path, output_uri: str = "") -> dict:
+    by_name = {r.candidate: r for r in map(_parse, results)}
     # A candidate missing from the fan-in (its task never reported) is a failure, not a silent drop.
     for cand in cfg.candidates:
-        by_name.setdefault(cand.name, {"candidate": cand.name, "status": "failed", "error": "no result reported"})
+        by_name.setdefault(cand.name, CandidateResult(candidate=cand.name, status="failed",
+                                                      error="no result reported"))
     parsed = [by_name[c.name] for c in cfg.candidates]
-    stage_seconds = {name: float(s.get("seconds", 0.0)) for name, s in stage_stats.items()}
-    for stage, key in (("prune", "prune_seconds"), ("train", "train_seconds"), ("evaluate", "eval_seconds")):
-        stage_seconds[stage] = sum(float(r.get(key) or 0.0) for r in parsed)
-    stats: dict[str, Any] = dict(stage_stats)
-    stats["candidates"] = {r["candidate"]: r.get("details", {}) for r in parsed}
-    selection = build_selection(mode=cfg.mode, metric=cfg.metric, results=parsed, stage_seconds=stage_seconds,
-                                total_seconds=time.time() - started_at, stats=stats)
-    details = {r["candidate"]: {"layers": _layers(r.get("details", {}))} for r in parsed}
-    report = render_report(selection, details)
+    stage_seconds = {s.stage: s.seconds for s in stage_results}
+    for stage in CANDIDATE_STAGES:  # summed over candidates (they may run in parallel)
+        stage_seconds[stage] = sum(r.seconds(stage) for r in parsed)
+    selection = build_selection(mode=cfg.mode, metric=cfg.metric, results=parsed, stage_results=stage_results,
+                                stage_seconds=stage_seconds, total_seconds=time.time() - started_at)
+    report = render_report(selection, {r.candidate: {"layers": r.layers()} for r in parsed})
+    import json
+
     selection_text = json.dumps(selection, indent=2, default=str)
-    Path(selection_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(selection_out).write_text(selection_text)
-    Path(report_out).write_text(report)
+    atomic.write_text(selection_out, selection_text)
+    atomic.write_text(report_out, report)
     if output_uri:
         base = output_uri.rstrip("/")
         storage.write_text(f"{base}/selection.json", selection_text)

@@ -18,13 +18,13 @@ def _generator_version() -> str:
     """Hash of the demo generator's source: a changed generator never reuses stale cached data."""
     import hashlib
 
-    import damoc.data.demo as demo
+    import damoc.demo.data as demo
 
     return hashlib.sha256(Path(demo.__file__).read_bytes()).hexdigest()[:10]
 
 
 def demo_data_dir(task: str) -> Path:
-    from damoc.data.demo import write_demo
+    from damoc.demo.data import write_demo
 
     out = damoc_home() / "demo" / f"{task}-{_generator_version()}"
     if not ((out / "train.jsonl").is_file() and (out / "eval.jsonl").is_file()):
@@ -34,7 +34,7 @@ def demo_data_dir(task: str) -> Path:
 
 def resolve_uri(uri: str) -> str:
     if uri.startswith(ZOO_SCHEME):
-        from damoc.zoo import default_zoo_dir, ensure_zoo, load_manifest
+        from damoc.demo.zoo import default_zoo_dir, ensure_zoo, load_manifest
 
         name, _, variant = uri.removeprefix(ZOO_SCHEME).partition("/")
         zoo = ensure_zoo(default_zoo_dir())
@@ -45,7 +45,7 @@ def resolve_uri(uri: str) -> str:
         rel = entries[name]["base_path"] if variant == "base" else entries[name]["path"]
         return str(zoo / rel)
     if uri.startswith(DEMO_SCHEME):
-        from damoc.data.demo import TASKS
+        from damoc.demo.data import TASKS
 
         task, _, split = uri.removeprefix(DEMO_SCHEME).partition("/")
         if task not in TASKS or split not in ("train.jsonl", "eval.jsonl"):

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from damoc import atomic
 from damoc.paths import damoc_home
 
 MANIFEST = "zoo.json"
@@ -112,7 +113,7 @@ def spec_hash() -> str:
 # ----------------------------------------------------------------------------------------------------
 # tokenizers
 def _tokenizer_corpus(spec: TokenizerSpec) -> list[str]:
-    from damoc.data.demo import generic_instructions, generic_text
+    from damoc.demo.data import generic_instructions, generic_text
     from damoc.training.prompt import format_prompt
 
     prompts = [format_prompt(r["instruction"], r["input"]) + r["output"]
@@ -166,7 +167,7 @@ def _pretrain_blocks(tok, spec: TokenizerSpec, block_size: int, n_tokens: int):
     """The tokenizer's generic corpus as one eos-separated stream cut into (n, block_size) blocks."""
     import torch
 
-    from damoc.data.demo import generic_text
+    from damoc.demo.data import generic_text
 
     # ~1.3 tokens per word on this text; generate a little more than needed
     docs = generic_text(int(n_tokens / 1.2), seed=spec.corpus_seed + 100)
@@ -256,7 +257,7 @@ def _check_tokenizer_roundtrip(path: Path, tok) -> None:
     pipeline): make sure what users load encodes exactly as the tokenizer the model was trained with."""
     from transformers import AutoTokenizer
 
-    from damoc.data.demo import generate, generic_instructions
+    from damoc.demo.data import generate, generic_instructions
     from damoc.training.prompt import format_prompt
 
     loaded = AutoTokenizer.from_pretrained(path)
@@ -275,7 +276,7 @@ def _build_candidate(spec: CandidateSpec, root: Path, progress: bool, position: 
     import torch
     from transformers import PreTrainedTokenizerFast
 
-    from damoc.data.demo import generic_instructions
+    from damoc.demo.data import generic_instructions
 
     t0 = time.perf_counter()
     if not progress:
@@ -360,11 +361,7 @@ def build_zoo(out_dir: Path, progress: bool = True) -> Path:
                                    for t in TOKENIZERS],
                     "build_seconds": round(time.perf_counter() - started, 1)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if out_dir.exists():  # a directory cannot be renamed onto a non-empty one: move the old aside
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, out_dir)
+        atomic.replace_path(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if progress:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from damoc import storage
+from damoc import atomic, storage
 from damoc.paths import damoc_home
 from damoc.workflow.outcome import read_model_ref
 
@@ -21,8 +21,14 @@ def resolve_model_source(uri: str) -> str:
         if not (dest / "config.json").is_file():
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".download-"))
-            storage.download_dir(uri, tmp)
-            tmp.rename(dest)
+            try:
+                storage.download_dir(uri, tmp)
+                tmp.rename(dest)
+            except OSError:
+                if not (dest / "config.json").is_file():  # not a concurrent download that finished first
+                    raise
+            finally:
+                atomic.remove_tree(tmp)
         return str(dest)
     local = uri.removeprefix("file://")
     if Path(local).exists():

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Callable
+
+from damoc import atomic
 
 TASKS = ("qa_long", "extractive_qa")
 
@@ -335,15 +336,7 @@ def generate(task: str, n_train: int = 3000, n_eval: int = 300, seed: int = 0) -
 
 
 def _write_jsonl_atomic(rows: list[dict], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)  # readers see the old file or the whole new one, never half of it
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def write_demo(task: str, out_dir: str | Path, n_train: int = 3000, n_eval: int = 300,

@@ -5,7 +5,9 @@ from damoc.config import RunConfig
 
 
 def filter_enabled(cfg: RunConfig) -> bool:
-    return cfg.mode == "damoc" and cfg.filter.method != "none" and cfg.filter.ratio < 1.0
+    from damoc.filtering import get_filter
+
+    return cfg.mode == "damoc" and not get_filter(cfg.filter.method).passes_through and cfg.filter.ratio < 1.0
 
 
 def compression_enabled(cfg: RunConfig) -> bool:

@@ -1,0 +1,52 @@
+"""Typed stage results: what every step reports, shared by the steps, the ranking and the report.
+
+A `StageResult` is one stage's outcome (ran, skipped or failed; seconds; its own statistics). A
+`CandidateResult` is one candidate's way through prune -> train -> evaluate, carried from step to step inside
+the model artifacts and fanned into the rank step. selection.json and report.md are built from these.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+StageStatus = Literal["ok", "skipped", "failed"]
+CandidateStatus = Literal["ok", "failed"]
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=True)
+
+
+class StageResult(_Result):
+    stage: str = Field(description="prepare, filter, compress, prune, train or evaluate")
+    status: StageStatus = "ok"
+    reason: str | None = Field(None, description="why it was skipped, or the error when it failed")
+    seconds: float = Field(0.0, description="wall time of the step")
+    stats: dict[str, Any] = Field(default_factory=dict, description="the stage's own figures")
+    traceback: str | None = Field(None, description="tail of the traceback of a failure")
+
+
+class CandidateResult(_Result):
+    candidate: str
+    status: CandidateStatus = "ok"
+    score: float | None = None
+    error: str | None = Field(None, description="'<stage>: <error>' of the first failed stage")
+    stages: dict[str, StageResult] = Field(default_factory=dict)
+
+    def record(self, result: StageResult) -> "CandidateResult":
+        self.stages[result.stage] = result
+        if result.status == "failed" and self.status == "ok":
+            self.status, self.error = "failed", f"{result.stage}: {result.reason}"
+        return self
+
+    def seconds(self, stage: str) -> float:
+        result = self.stages.get(stage)
+        return result.seconds if result else 0.0
+
+    def layers(self) -> str | None:
+        """'kept/total' layers when pruning ran, else None."""
+        prune = self.stages.get("prune")
+        if prune is None or prune.status != "ok" or "num_layers_after" not in prune.stats:
+            return None
+        return f"{prune.stats['num_layers_after']}/{prune.stats['num_layers_before']}"

@@ -1,0 +1,33 @@
+"""One way to run a step: time it, record a skip or a failure, return a typed StageResult."""
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any, Callable
+
+from damoc.results import StageResult
+
+
+class StageSkipped(Exception):
+    """Raised by a step body that does not apply (grid-search mode, stage disabled, no base checkpoint)."""
+
+
+def run_stage(stage: str, body: Callable[[], dict[str, Any] | None], *, capture_failure: bool) -> StageResult:
+    """Run `body` (which returns the stage's statistics) and wrap its outcome.
+
+    capture_failure=True (per-candidate steps): an exception becomes a failed StageResult, so one broken
+    candidate is reported instead of sinking the run. False (data steps): it propagates, since nothing
+    downstream can run without the data.
+    """
+    started = time.perf_counter()
+    try:
+        result = StageResult(stage=stage, stats=body() or {})
+    except StageSkipped as skip:
+        result = StageResult(stage=stage, status="skipped", reason=str(skip))
+    except Exception as err:  # noqa: BLE001 — recorded as this candidate's failure
+        if not capture_failure:
+            raise
+        result = StageResult(stage=stage, status="failed", reason=f"{type(err).__name__}: {err}",
+                             traceback="".join(traceback.format_exception(err))[-4000:])
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
