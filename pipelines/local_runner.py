@@ -6,7 +6,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from damoc.config import RunConfig, to_pipeline_arguments
+from damoc.config import RunConfig
+from damoc.config_params import to_pipeline_arguments
 
 
 def run_local(cfg: RunConfig, out_dir: str | Path) -> dict[str, Any]:
