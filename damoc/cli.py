@@ -159,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     table = conf_sub.add_parser("table", help="print every config key with its default and meaning (Markdown)")
     table.set_defaults(func=cmd_config_table)
 
+    from damoc.cli_cluster import add_cluster_commands
+
+    add_cluster_commands(sub)  # upload, submit, schedule, status (kfp.Client; connection from the environment)
+
     cmp_ = sub.add_parser("compare", help="agreement of a DaMoC selection with a grid-search one")
     cmp_.add_argument("cheap", help="selection.json of the DaMoC run")
     cmp_.add_argument("reference", help="selection.json of the grid-search run")

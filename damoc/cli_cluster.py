@@ -22,9 +22,10 @@ DEFAULT_SCHEDULE_NAME = "damoc-scheduled"
 
 def _pipeline_arguments(config_path: str) -> dict[str, Any]:
     from damoc import config
+    from damoc.config_params import to_pipeline_arguments
 
     cfg = config.load_config(config_path)
-    return dict(config.to_pipeline_arguments(cfg))
+    return dict(to_pipeline_arguments(cfg))
 
 
 def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -173,7 +173,9 @@ def opaque_config(monkeypatch, tmp_path):
     path.write_text("anything: true\n")
     seen = []
     monkeypatch.setattr(config, "load_config", lambda p: seen.append(str(p)) or {"cfg": str(p)})
-    monkeypatch.setattr(config, "to_pipeline_arguments", lambda cfg: dict(ARGS), raising=False)
+    import damoc.config_params as config_params
+
+    monkeypatch.setattr(config_params, "to_pipeline_arguments", lambda cfg: dict(ARGS))
     return path
 
 
