@@ -372,10 +372,11 @@ def test_results_publish_to_s3(bucket: str, tmp_path: Path) -> None:
     import json
 
     from damoc.config import parse_config
+    from damoc.results import CandidateResult
     from damoc.workflow.rank_step import rank_step
 
     cfg = parse_config({"data": {"train": "t.jsonl", "eval": "e.jsonl"}, "candidates": [{"name": "a", "path": "x"}]})
-    result = {"candidate": "a", "status": "ok", "score": 0.25, "train_seconds": 1.0}
-    rank_step(cfg, [result], {}, 0.0, tmp_path / "s.json", tmp_path / "r.md", f"s3://{bucket}/runs/1")
+    result = CandidateResult(candidate="a", score=0.25)
+    rank_step(cfg, [result], [], 0.0, tmp_path / "s.json", tmp_path / "r.md", f"s3://{bucket}/runs/1")
     assert json.loads(storage.read_text(f"s3://{bucket}/runs/1/selection.json"))["selected"] == "a"
     assert storage.read_text(f"s3://{bucket}/runs/1/report.md").startswith("# DaMoC selection")
