@@ -140,8 +140,7 @@ def _lazy(emb: np.ndarray, k: int, batch_size: int, budget_mb: float) -> list[in
     # j's bound was last computed exactly.
     heap = [(-float(b), j) for j, b in enumerate(bounds)]
     heapq.heapify(heap)
-    fresh = np.full(n, -1, dtype=np.int64)
-    fresh[:] = 0  # the initial pass is exact for step 0 (empty set)
+    fresh = np.zeros(n, dtype=np.int64)  # the initial bounds are the exact gains of step 0 (empty set)
     row = np.empty((1, n), dtype=emb.dtype)
     order: list[int] = []
     for step in range(k):
