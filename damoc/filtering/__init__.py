@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from damoc.data.schema import Sample
 from damoc.filtering.base import FILTERS, SampleFilter, available_filters, get_filter, register
-from damoc.filtering import graphcut, passthrough, random_filter  # noqa: F401  (imports register the filters)
+from damoc.filtering import dq, graphcut, kcenter, lma, passthrough, random_filter  # noqa: F401  (register)
 from damoc.registry import validate_settings
 
 __all__ = ["FILTERS", "SampleFilter", "available_filters", "filter_samples", "get_filter", "register"]

@@ -1,0 +1,31 @@
+"""k-center greedy (farthest-point) selection over sentence embeddings: distribution-aware, covers outliers."""
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import numpy as np
+from pydantic import Field
+
+from damoc.data.schema import Sample
+from damoc.filtering.algorithms.kcenter import kcenter_greedy
+from damoc.filtering.base import SampleFilter, register
+from damoc.registry import SettingsModel
+
+
+class KCenterSettings(SettingsModel):
+    start: Literal["random", "mean"] = Field("random", description="first pick: seeded random, or the sample "
+                                             "nearest the mean")
+
+
+@register
+class KCenterFilter(SampleFilter):
+    name = "kcenter"
+    description = "k-center greedy: each pick is the sample farthest from those kept (distribution-aware)"
+    needs_embeddings = True
+    Settings = KCenterSettings
+
+    def select(self, n_select: int, *, embeddings: np.ndarray | None, samples: Sequence[Sample], seed: int,
+               settings: KCenterSettings) -> list[int]:
+        if embeddings is None or len(embeddings) != len(samples):
+            raise ValueError("kcenter needs one embedding per sample")
+        return kcenter_greedy(embeddings, n_select, seed=seed, start=settings.start)
