@@ -100,10 +100,23 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from damoc.config import ConfigError
     from damoc.selection.agreement import compare_selections
 
-    docs = [json.loads(Path(p).read_text()) for p in (args.cheap, args.reference)]
-    print(json.dumps(compare_selections(*docs), indent=2))
+    docs = []
+    for path in (args.cheap, args.reference):
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path}: cannot read a selection.json: {err}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("ranking"), list):
+            raise ConfigError(f"{path}: not a selection.json (no 'ranking' list)")
+        docs.append(doc)
+    result = compare_selections(*docs)
+    if not result["candidates"]:
+        raise ConfigError(f"{args.cheap} and {args.reference} rank no candidate in common (status ok in both): "
+                          "nothing to compare")
+    print(json.dumps(result, indent=2))
     return 0
 
 

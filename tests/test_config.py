@@ -173,3 +173,15 @@ def test_empty_required_data_keys_are_reported_missing():
     args["data"] = pipeline_defaults()["data"]
     with pytest.raises(ConfigError, match="data.train: required key is missing"):
         from_pipeline_arguments(args)
+
+
+def test_duplicate_keys_and_non_utf8_configs_are_bad_input(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("data: {train: t.jsonl, eval: e.csv}\ncandidates: [{name: a, path: x}]\nmode: damoc\n"
+                   "filter: {ratio: 0.1}\nfilter: {ratio: 0.5}\n")
+    with pytest.raises(ConfigError, match=r"(?s)duplicate key 'filter'.*line 5"):
+        load_config(dup)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("mode: damoc  # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(latin)

@@ -58,3 +58,26 @@ def test_agreement_against_known_values():
     # one discordant pair of 6: tau = (5 - 1) / 6; spearman = 1 - 6*2/(4*15)
     assert not r["top1_agree"]
     assert r["kendall_tau"] == pytest.approx(4 / 6) and r["spearman_rho"] == pytest.approx(0.8)
+
+
+def test_compare_cli_refuses_runs_with_nothing_in_common(tmp_path, capsys):
+    import json
+
+    from damoc.cli import main
+
+    def write(name, results):
+        doc = build_selection(mode="x", metric="m", results=results, stage_seconds={}, total_seconds=10.0,
+                              stage_results=[])
+        path = tmp_path / name
+        path.write_text(json.dumps(doc))
+        return str(path)
+
+    a = write("a.json", [_result("a", 0.5, 1.0)])
+    b = write("b.json", [_result("b", 0.7, 1.0)])
+    assert main(["compare", a, b]) == 2
+    assert "no candidate in common" in capsys.readouterr().err
+    (tmp_path / "junk.json").write_text("{not json")
+    assert main(["compare", a, str(tmp_path / "junk.json")]) == 2
+    assert "cannot read a selection.json" in capsys.readouterr().err
+    both = write("c.json", [_result("a", 0.4, 2.0)])
+    assert main(["compare", a, both]) == 0 and '"top1_agree": true' in capsys.readouterr().out
