@@ -1,9 +1,9 @@
 """The run configuration as KFP pipeline parameters, derived from the schema in damoc.config.
 
-KFP parameters cannot hold null: a null value is left out (every nullable setting defaults to null, which a test
-keeps true, so leaving it out is lossless). Each section of the config is one pipeline parameter holding a JSON object (a KFP struct): the KFP UI shows
+Each section of the config is one pipeline parameter holding a JSON object (a KFP struct): the KFP UI shows
 one JSON box per section, prefilled with the section's defaults, and a description listing every key with
-its type, default and meaning. `mode` is a plain string and `candidates` a JSON list. Nothing here repeats a
+its type, default and meaning. KFP parameters cannot hold null, so a null value is left out; every nullable
+setting defaults to null (a test keeps that true), which makes leaving it out lossless. `mode` is a plain string and `candidates` a JSON list. Nothing here repeats a
 default or a key: adding a setting to the schema adds it to the pipeline.
 """
 from __future__ import annotations

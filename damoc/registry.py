@@ -1,4 +1,4 @@
-"""Named registries: the single source of what exists (filters, tasks, launchers, rewriters, architectures).
+"""Named registries: the single source of what exists (filters, tasks, launchers, rewriters).
 
 A registry maps a name to an entry. Entries that take settings declare them as a small pydantic model
 (`Settings`), so the run configuration validates a method's name *and* its settings against the registry,
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -29,7 +29,7 @@ class NoSettings(BaseModel):
 
 
 class SettingsModel(BaseModel):
-    """Base for an entry's own settings: unknown keys are errors, every field carries a description."""
+    """Base for an entry's own settings: unknown keys are errors; give every field a description (docs, UI)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -56,15 +56,6 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> None:
         self._entries.pop(name, None)
 
-    def decorator(self, name: str | None = None) -> Callable[[T], T]:
-        """`@registry.decorator("name")` registers a class or function under that name (or its `.name`)."""
-
-        def wrap(entry: T) -> T:
-            self.register(name or getattr(entry, "name"), entry)
-            return entry
-
-        return wrap
-
     def get(self, name: str) -> T:
         load_plugins()
         try:
@@ -80,9 +71,6 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         load_plugins()
         return name in self._entries
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
 
     def __len__(self) -> int:
         return len(self.names())

@@ -29,6 +29,14 @@ class SampleFilter(ABC):
     passes_through: ClassVar[bool] = False
     Settings: ClassVar[type[BaseModel]] = NoSettings
 
+    def embeddings_for(self, embeddings: np.ndarray | None, samples: Sequence[Sample]) -> np.ndarray:
+        """The embeddings a `needs_embeddings` method was given, checked: present and one per sample."""
+        if embeddings is None:
+            raise ValueError(f"{self.name} needs embeddings")
+        if len(embeddings) != len(samples):
+            raise ValueError(f"{len(embeddings)} embeddings for {len(samples)} samples")
+        return embeddings
+
     @abstractmethod
     def select(self, n_select: int, *, embeddings: np.ndarray | None, samples: Sequence[Sample], seed: int,
                settings: BaseModel) -> list[int]:

@@ -27,6 +27,4 @@ class DQFilter(SampleFilter):
 
     def select(self, n_select: int, *, embeddings: np.ndarray | None, samples: Sequence[Sample], seed: int,
                settings: DQSettings) -> list[int]:
-        if embeddings is None or len(embeddings) != len(samples):
-            raise ValueError("dq needs one embedding per sample")
-        return dq_select(embeddings, n_select, n_bins=settings.bins, lambda_=settings.lambda_, seed=seed)
+        return dq_select(self.embeddings_for(embeddings, samples), n_select, n_bins=settings.bins, lambda_=settings.lambda_, seed=seed)

@@ -86,8 +86,4 @@ class GraphCutFilter(SampleFilter):
     def select(self, n_select: int, *, embeddings: np.ndarray | None, samples: Sequence[Sample], seed: int,
                settings: GraphCutSettings) -> list[int]:
         # `seed` is unused: exact greedy with lowest-index tie-breaking is deterministic.
-        if embeddings is None:
-            raise ValueError("graphcut needs embeddings")
-        if len(embeddings) != len(samples):
-            raise ValueError(f"{len(embeddings)} embeddings for {len(samples)} samples")
-        return graphcut_greedy(embeddings, n_select, settings.lambda_)
+        return graphcut_greedy(self.embeddings_for(embeddings, samples), n_select, settings.lambda_)

@@ -26,6 +26,4 @@ class KCenterFilter(SampleFilter):
 
     def select(self, n_select: int, *, embeddings: np.ndarray | None, samples: Sequence[Sample], seed: int,
                settings: KCenterSettings) -> list[int]:
-        if embeddings is None or len(embeddings) != len(samples):
-            raise ValueError("kcenter needs one embedding per sample")
-        return kcenter_greedy(embeddings, n_select, seed=seed, start=settings.start)
+        return kcenter_greedy(self.embeddings_for(embeddings, samples), n_select, seed=seed, start=settings.start)

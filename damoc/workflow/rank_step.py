@@ -1,6 +1,7 @@
 """Fan-in: rank every candidate's result, write selection.json and report.md (locally or to s3://)."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Sequence
@@ -32,8 +33,6 @@ def rank_step(cfg: RunConfig, results: Sequence[CandidateResult | str], stage_re
     selection = build_selection(mode=cfg.mode, metric=cfg.metric, results=parsed, stage_results=stage_results,
                                 stage_seconds=stage_seconds, total_seconds=time.time() - started_at)
     report = render_report(selection, {r.candidate: {"layers": r.layers()} for r in parsed})
-    import json
-
     selection_text = json.dumps(selection, indent=2, default=str)
     atomic.write_text(selection_out, selection_text)
     atomic.write_text(report_out, report)
