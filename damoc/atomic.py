@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Iterator
 
 
-def _sibling(path: Path, tag: str) -> Path:
+def sibling(path: Path, tag: str) -> Path:
+    """A unique hidden name next to `path` (same filesystem, so a later rename is atomic)."""
     return path.parent / f".{path.name}.{tag}-{uuid.uuid4().hex[:8]}"
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(path, "partial")
+    tmp = sibling(path, "partial")
     try:
         with tmp.open("wb") as fh:
             fh.write(data)
@@ -45,7 +46,7 @@ def replace_path(staged: str | Path, dest: str | Path) -> None:
             shutil.rmtree(dest)  # a file replacing a directory: nothing atomic is possible
         os.replace(staged, dest)
         return
-    parked = _sibling(dest, "old")
+    parked = sibling(dest, "old")
     os.rename(dest, parked)
     try:
         os.rename(staged, dest)
@@ -60,7 +61,7 @@ def staged_dir(dest: str | Path) -> Iterator[Path]:
     """Yield an empty temp sibling directory; on success it replaces `dest`, on error it is removed."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(dest, "partial")
+    tmp = sibling(dest, "partial")
     tmp.mkdir()
     try:
         yield tmp

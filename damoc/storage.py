@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -214,10 +213,6 @@ def _copy_file(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst)
 
 
-def _sibling(path: Path, tag: str) -> Path:
-    return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:8]}")
-
-
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -225,14 +220,9 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _swap_into_place(staged: Path, dest: Path) -> None:
-    """Move a fully written `staged` sibling to `dest` (damoc.atomic: old or new, never half)."""
-    atomic.replace_path(staged, dest)
-
-
 def _stage_copy(src: Path, dest: Path) -> Path:
     """Copy `src` to a temp sibling of `dest` (same filesystem, so the final rename is atomic)."""
-    staged = _sibling(dest, "tmp")
+    staged = atomic.sibling(dest, "tmp")
     try:
         if src.is_dir():
             shutil.copytree(src, staged, copy_function=_copy_file)
@@ -242,10 +232,6 @@ def _stage_copy(src: Path, dest: Path) -> Path:
         _remove(staged)
         raise
     return staged
-
-
-def _write_local_atomic(path: Path, data: bytes) -> None:
-    atomic.write_bytes(path, data)
 
 
 def _safe_join(root: Path, relative: str, uri: str) -> Path:
@@ -386,11 +372,11 @@ def localize(uri: str, cache_dir: str | Path | None = None) -> Path:
         return download_file(uri, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Download beside the target and swap, so a stale earlier copy never mixes with new files.
-    staged = _sibling(target, "tmp")
+    staged = atomic.sibling(target, "tmp")
     try:
         download_dir(uri, staged)
         with _wrapped("localize", uri):
-            _swap_into_place(staged, target)
+            atomic.replace_path(staged, target)
     finally:
         _remove(staged)
     return target
@@ -421,7 +407,7 @@ def _publish_local(src: Path, dest: Path, uri: str) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         staged = _stage_copy(src, dest)
         try:
-            _swap_into_place(staged, dest)
+            atomic.replace_path(staged, dest)
         finally:
             _remove(staged)
 
@@ -456,7 +442,7 @@ def write_text(uri: str, text: str) -> None:
     data = text.encode("utf-8")
     if not is_s3(uri):
         with _wrapped("write", uri):
-            _write_local_atomic(_local_path(uri), data)
+            atomic.write_bytes(_local_path(uri), data)
         return
     bucket, key = _object_key(uri)
     with _wrapped("write", uri):
