@@ -40,6 +40,8 @@ class FieldMapping(_Section):
     instruction: str = Field("instruction", description="column with the task instruction; empty (or null) if none")
     input: str = Field("input", description="column with the question / input (and context)")
     output: str = Field("output", description="column with the reference answer")
+    options: str = Field("", description="column with the answer options of multiple-choice rows (a list or a "
+                         "JSON list string; the reference is one of them); empty: none")
 
     @field_validator("instruction", mode="before")
     @classmethod
@@ -153,6 +155,10 @@ class PruningConfig(_Section):
                                        description="fraction of task-vector entries kept (by magnitude) when merging")
     calibration_samples: int = Field(32, ge=1, description="training samples used to measure layer similarity")
     max_prune_fraction: float = Field(0.5, ge=0.0, lt=1.0, description="never drop more than this share of layers")
+    rule: Literal["threshold", "fraction"] = Field(
+        "threshold", description="threshold: drop layers above `threshold` (capped by max_prune_fraction); "
+        "fraction: drop the round(target_fraction x layers) most similar layers of every candidate alike")
+    target_fraction: float = Field(0.25, ge=0.0, lt=1.0, description="share of layers dropped when rule=fraction")
 
 
 class TrainingConfig(_Section):
@@ -162,6 +168,8 @@ class TrainingConfig(_Section):
                                             "layers, merged after training)")
     launcher: str = Field("in_process", description="where training runs; registered: see damoc.training.launchers")
     epochs: float = Field(1.0, gt=0.0, description="passes over the training samples")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps per candidate; overrides epochs "
+                                  "(a fixed budget however small the filtered set); null: epochs decide")
     learning_rate: float = Field(1e-3, gt=0.0, description="peak learning rate (cosine schedule)")
     batch_size: int = Field(16, ge=1, description="samples per optimizer step")
     max_length: int = Field(256, ge=16, description="tokens per sample (prompt cut from the left first)")
@@ -181,6 +189,13 @@ class EvaluationConfig(_Section):
 
     max_new_tokens: int = Field(64, ge=1, description="greedy generation length")
     batch_size: int = Field(16, ge=1, description="prompts per generation batch")
+    rank_by: Literal["metric", "loglik"] = Field(
+        "metric", description="metric: the task's metric; loglik: mean per-token log-likelihood of the reference "
+        "answers (less noisy on weak proxies); both are always reported")
+    tie_confidence: float = Field(0.9, gt=0.0, lt=1.0, description="candidates whose paired-bootstrap interval "
+                                  "(over eval rows) of the gap to the winner at this level includes 0 are "
+                                  "reported as tied with it")
+    bootstrap_samples: int = Field(1000, ge=100, description="bootstrap resamples of the eval rows")
 
 
 Mode = Literal["damoc", "grid_search"]

@@ -33,6 +33,8 @@ class CandidateResult(_Result):
     score: float | None = None
     error: str | None = Field(None, description="'<stage>: <error>' of the first failed stage")
     stages: dict[str, StageResult] = Field(default_factory=dict)
+    flags: list[str] = Field(default_factory=list, description="caveats on the score (e.g. trained unpruned "
+                             "against pruned rivals): shown beside the ranking, never a reason to drop it")
 
     def record(self, result: StageResult) -> "CandidateResult":
         self.stages[result.stage] = result
@@ -47,6 +49,6 @@ class CandidateResult(_Result):
     def layers(self) -> str | None:
         """'kept/total' layers when pruning ran, else None."""
         prune = self.stages.get("prune")
-        if prune is None or prune.status != "ok" or "num_layers_after" not in prune.stats:
+        if prune is None or "num_layers_after" not in prune.stats:
             return None
         return f"{prune.stats['num_layers_after']}/{prune.stats['num_layers_before']}"

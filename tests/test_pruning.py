@@ -15,6 +15,7 @@ from damoc.pruning.architectures import (ArchitectureSpec, UnsupportedArchitectu
 from damoc.pruning.importance import layer_similarities
 from damoc.pruning.merge import merge_pruned_layers, receiving_layer, sparsify
 from damoc.pruning.prune import (STATS_FILE, PruningError, _save_atomically, _trim_config, choose_layers,
+                                 choose_layers_by_fraction,
                                  compute_alphas, drop_layers, prune_checkpoint)
 
 FAMILIES = ["llama", "qwen2", "mistral", "gpt_neox", "gpt2", "phi3", "gemma2"]
@@ -224,6 +225,19 @@ def test_choose_layers_threshold_cap_and_ends():
     assert len(choose_layers([0.9] * 100, 0.5, 0.29)) == 29
     with pytest.raises(ValueError):
         choose_layers(s, 0.85, 1.5)
+
+
+def test_choose_layers_by_fraction_drops_the_same_share_of_every_candidate():
+    s = [0.99, 0.60, 0.70, 0.95, 0.86, 0.99]
+    assert choose_layers_by_fraction(s, 0.34) == [3, 4]  # round(2.04) = 2 most similar interior layers
+    assert choose_layers_by_fraction(s, 0.5) == [2, 3, 4]  # below any threshold still counts: same share for all
+    assert choose_layers_by_fraction(s, 0.0) == []
+    assert choose_layers_by_fraction([0.9] * 4, 0.25) == [1]  # tie: lower index
+    assert choose_layers_by_fraction([0.1, float("nan"), 0.2, 0.3], 0.5) == [1, 2]  # NaN only when needed
+    assert choose_layers_by_fraction([0.1, float("nan"), 0.2, 0.3], 0.25) == [2]  # NaN last
+    assert choose_layers_by_fraction([0.5, 0.5, 0.5], 0.9) == [1]  # never the first or last
+    with pytest.raises(ValueError):
+        choose_layers_by_fraction(s, 1.0)
 
 
 def test_compute_alphas():

@@ -29,12 +29,13 @@ def test_ranking_orders_by_score_and_lists_failures_last():
 def test_selection_document_has_the_contract_keys():
     sel = build_selection(mode="damoc", metric="squad_f1", results=RESULTS, stage_seconds={"filter": 1.25},
                           total_seconds=40.0, stage_results=[StageResult(stage="filter", stats={"n_out": 3})])
-    assert set(sel) == {"mode", "metric", "selected", "ranking", "cost", "stats"}
+    assert set(sel) == {"mode", "metric", "rank_by", "selected", "tied_with_winner", "uncertainty", "ranking",
+                        "cost", "stats"}
     assert sel["selected"] == "a"
     assert set(sel["cost"]) == {"stage_seconds", "train_seconds", "total_seconds"}
     assert sel["cost"]["train_seconds"] == {"a": 20.0, "b": 10.0, "c": 0.0, "d": 5.0}
     report = render_report(sel)
-    assert "| 1 | a | 0.7000 | ok |" in report and "train: OOM" in report and "### filter" in report
+    assert "| 1 | a | 0.7000 |" in report and "train: OOM" in report and "### filter" in report
 
 
 def test_all_failed_selects_nothing():
@@ -81,3 +82,44 @@ def test_compare_cli_refuses_runs_with_nothing_in_common(tmp_path, capsys):
     assert "cannot read a selection.json" in capsys.readouterr().err
     both = write("c.json", [_result("a", 0.4, 2.0)])
     assert main(["compare", a, both]) == 0 and '"top1_agree": true' in capsys.readouterr().out
+
+
+def _evaluated(name, rows, loglik_rows=None):
+    stats = {"score": sum(rows) / len(rows), "row_scores": rows}
+    if loglik_rows:
+        stats.update(loglik=sum(loglik_rows) / len(loglik_rows), row_loglik=loglik_rows)
+    return CandidateResult(candidate=name, score=stats["score"],
+                           stages={"evaluate": StageResult(stage="evaluate", stats=stats)})
+
+
+def test_paired_bootstrap_names_ties_and_separates_clear_leads():
+    from damoc.selection.uncertainty import paired_bootstrap
+
+    rows = 200
+    winner = [1.0] * rows
+    close = [1.0] * (rows - 2) + [0.0, 0.0]  # 2 rows worse: gap 0.01, interval reaches 0
+    far = [0.0] * rows
+    doc = paired_bootstrap({"w": winner, "close": close, "far": far, "short": [1.0]}, "w",
+                           confidence=0.9, samples=500)
+    assert doc["tied_with_winner"] == ["close"] and doc["unpaired"] == ["short"]
+    assert doc["gap_intervals"]["far"] == [1.0, 1.0] and doc["intervals"]["w"] == [1.0, 1.0]
+    assert doc["gap_intervals"]["close"][0] == 0.0 and doc["gap_intervals"]["close"][1] > 0.0
+    again = paired_bootstrap({"w": winner, "close": close, "far": far}, "w", confidence=0.9, samples=500)
+    assert again["gap_intervals"] == doc["gap_intervals"]  # seeded: same inputs, same report
+    with pytest.raises(ValueError):
+        paired_bootstrap({"w": winner}, "x")
+
+
+def test_selection_reports_ties_with_the_winner_and_strips_row_values():
+    results = [_evaluated("a", [1.0, 1.0, 0.0, 1.0] * 10, [-1.0] * 40),
+               _evaluated("b", [1.0, 0.0, 1.0, 1.0] * 10, [-3.0] * 40),
+               _evaluated("c", [0.0, 0.0, 0.0, 0.0] * 10, [-2.0] * 40)]
+    sel = build_selection(mode="damoc", metric="m", results=results, stage_seconds={}, total_seconds=1.0,
+                          stage_results=[])
+    assert sel["selected"] in ("a", "b") and sel["tied_with_winner"] == [({"a", "b"} - {sel["selected"]}).pop()]
+    assert [r.get("tied_with_winner", False) for r in sel["ranking"]] == [False, True, False]
+    assert "row_scores" not in str(sel["stats"]) and sel["ranking"][0]["loglik"] == -1.0
+    assert "Tied with the winner" in render_report(sel)
+    by_loglik = build_selection(mode="damoc", metric="m", results=results, stage_seconds={}, total_seconds=1.0,
+                                stage_results=[], rank_by="loglik")
+    assert by_loglik["tied_with_winner"] == [] and by_loglik["uncertainty"]["gap_intervals"]["c"] == [1.0, 1.0]

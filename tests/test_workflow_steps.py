@@ -83,3 +83,20 @@ def test_run_stage_times_skips_and_captures_failures():
         run_stage("x", boom, capture_failure=False)
     result = CandidateResult(candidate="c").record(ok).record(failed.model_copy(update={"stage": "train"}))
     assert result.status == "failed" and result.error == "train: RuntimeError: disk full"
+
+
+def test_a_candidate_pruning_cannot_handle_is_trained_unpruned_and_flagged(tmp_path, tiny_pair):
+    data = tmp_path / "d.jsonl"
+    write_samples(SAMPLES, data)
+    # a base checkpoint that does not exist: pruning fails, the chat model goes on with all its layers
+    cand = {"name": "nobase", "path": str(tiny_pair[1]), "base_path": str(tmp_path / "missing-base")}
+    result = prune_step(_cfg([cand]), cand, data, tmp_path / "pruned", progress=False)
+    prune = result.stages["prune"]
+    assert result.status == "ok" and prune.status == "skipped" and prune.reason.startswith("trained unpruned")
+    assert prune.stats["unpruned"] and prune.stats["num_layers_before"] == prune.stats["num_layers_after"]
+    assert result.flags and "all" in result.flags[0] and "advantage" in result.flags[0]
+    assert read_model_ref(tmp_path / "pruned") == {"source": str(tiny_pair[1])}
+    assert result.layers() == f"{prune.stats['num_layers_after']}/{prune.stats['num_layers_before']}"
+    no_base = {"name": "chatonly", "path": str(tiny_pair[1])}
+    result = prune_step(_cfg([no_base]), no_base, data, tmp_path / "pruned2", progress=False)
+    assert result.status == "ok" and "no base_path" in result.flags[0]

@@ -56,6 +56,22 @@ def choose_layers(similarities: Sequence[float] | np.ndarray, threshold: float,
     return sorted(candidates[:cap])
 
 
+def choose_layers_by_fraction(similarities: Sequence[float] | np.ndarray, fraction: float) -> list[int]:
+    """The round(fraction * L) most similar layers (never the first or last; NaN last; ties: lower index).
+
+    The fair rule for comparing candidates: every candidate loses the same share of its depth, so no candidate
+    wins because its similarities happened to sit below a threshold that its rivals crossed.
+    """
+    s = np.asarray(similarities, dtype=np.float64)
+    if s.ndim != 1:
+        raise ValueError(f"similarities must be 1-D, got shape {s.shape}")
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    count = min(int(math.floor(fraction * len(s) + 0.5)), max(len(s) - 2, 0))
+    interior = sorted(range(1, len(s) - 1), key=lambda i: (np.isnan(s[i]), -np.nan_to_num(s[i], nan=-np.inf), i))
+    return sorted(interior[:count])
+
+
 def compute_alphas(similarities: Sequence[float] | np.ndarray, pruned: Sequence[int],
                    alpha: str | float) -> dict[int, float]:
     """Merge weights per pruned layer: "importance" -> IS_p = 1 - S_p; a number -> that constant for all."""
@@ -144,10 +160,13 @@ def _pruned_layer_tensors(model: nn.Module, pruned: Sequence[int], spec: Archite
 
 def prune_checkpoint(chat_path: str, base_path: str | None, calibration_texts: list[str], out_dir: str | Path, *,
                      threshold: float = 0.85, keep_fraction: float = 0.2, max_prune_fraction: float = 0.5,
+                     rule: str = "threshold", target_fraction: float = 0.25,
                      alpha: str | float = "importance", trust_remote_code: bool = False, progress: bool = False,
                      max_length: int = 256, batch_size: int = 8, device: str | None = None) -> dict[str, Any]:
     """Prune a chat checkpoint against its base and save a normal HF checkpoint (model + tokenizer) to out_dir.
 
+    rule: "threshold" drops layers with S_l > threshold (at most max_prune_fraction of them); "fraction" drops
+    the round(target_fraction * L) most similar layers whatever their S_l.
     alpha: "importance" merges each pruned layer's sparse task vector with weight IS_p = 1 - S_p (small for the
     near-identity layers that get pruned, so the receiver changes little); a number uses that constant.
     With base_path=None nothing is loaded or written and the stats say skipped: the caller decides what to do
@@ -158,6 +177,8 @@ def prune_checkpoint(chat_path: str, base_path: str | None, calibration_texts: l
 
     start = time.perf_counter()
     compute_alphas([0.0], [], alpha)  # validate options before any loading
+    if rule not in ("threshold", "fraction"):
+        raise ValueError(f"rule must be 'threshold' or 'fraction', got {rule!r}")
     if not 0.0 <= keep_fraction <= 1.0:
         raise ValueError(f"keep_fraction must be in [0, 1], got {keep_fraction}")
     chat_config = AutoConfig.from_pretrained(chat_path, trust_remote_code=trust_remote_code)
@@ -183,7 +204,8 @@ def prune_checkpoint(chat_path: str, base_path: str | None, calibration_texts: l
 
     similarities = layer_similarities(model, tokenizer, calibration_texts, max_length=max_length,
                                       batch_size=batch_size, spec=spec, progress=progress)
-    pruned = choose_layers(similarities, threshold, max_prune_fraction)
+    pruned = (choose_layers(similarities, threshold, max_prune_fraction) if rule == "threshold"
+              else choose_layers_by_fraction(similarities, target_fraction))
     kept = [i for i in range(num_before) if i not in pruned]
     alphas = compute_alphas(similarities, pruned, alpha)
 
@@ -209,6 +231,7 @@ def prune_checkpoint(chat_path: str, base_path: str | None, calibration_texts: l
         "skipped": False, "num_layers_before": num_before, "num_layers_after": len(kept), "pruned_layers": pruned,
         "similarities": [float(s) for s in similarities], "params_before": params_before,
         "params_after": count_parameters(model), "alphas": {str(p): a for p, a in alphas.items()},
+        "rule": rule, "target_fraction": target_fraction if rule == "fraction" else None,
         "threshold": threshold, "keep_fraction": keep_fraction, "max_prune_fraction": max_prune_fraction,
         "alpha": alpha, "model_type": spec.model_type,
     }

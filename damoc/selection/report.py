@@ -25,14 +25,28 @@ def render_report(selection: dict[str, Any], candidate_details: dict[str, dict[s
     lines = [f"# DaMoC selection — mode `{selection['mode']}`", ""]
     lines.append(f"**Selected:** `{selection['selected']}`  " if selection["selected"] else
                  "**Selected:** none — every candidate failed  ")
-    lines += [f"**Metric:** `{selection['metric']}` (higher is better)  ",
+    tied = selection.get("tied_with_winner") or []
+    unc = selection.get("uncertainty")
+    if selection["selected"] and unc:
+        lines.append(f"**Tied with the winner** (paired bootstrap over {unc['rows']} eval rows, "
+                     f"{unc['confidence']:.0%} interval of the gap includes 0): "
+                     + (", ".join(f"`{c}`" for c in tied) if tied else "none — the lead is outside the noise") + "  ")
+    rank_by = selection.get("rank_by", "metric")
+    lines += [f"**Metric:** `{selection['metric']}` (higher is better); ranked by "
+              f"{'the metric' if rank_by == 'metric' else 'reference log-likelihood per token'}  ",
               f"**Total wall time:** {cost['total_seconds']:.1f} s", "", "## Ranking", ""]
     rows = []
     for r in selection["ranking"]:
         d = details.get(r["candidate"], {})
-        rows.append([r["rank"], r["candidate"], r["score"], r["status"],
-                     cost["train_seconds"].get(r["candidate"]), d.get("layers"), r.get("error", "")[:120]])
-    lines += _table(["rank", "candidate", "score", "status", "train s", "layers (kept/total)", "error"], rows)
+        interval = (unc or {}).get("intervals", {}).get(r["candidate"])
+        note = "; ".join(([r["error"][:120]] if r.get("error") else []) + list(d.get("flags") or r.get("flags") or []))
+        rows.append([r["rank"], r["candidate"], r["score"],
+                     f"{interval[0]:.4f} – {interval[1]:.4f}" if interval else None,
+                     "tied" if r.get("tied_with_winner") else ("winner" if r["rank"] == 1 else ""),
+                     r.get("metric_score"), r.get("loglik"), r["status"],
+                     cost["train_seconds"].get(r["candidate"]), d.get("layers"), note])
+    lines += _table(["rank", "candidate", "score", "interval", "vs winner", "metric", "loglik", "status",
+                     "train s", "layers (kept/total)", "notes"], rows)
     lines += ["", "## Cost (seconds per stage)", ""]
     lines += _table(["stage", "seconds"], [[k, v] for k, v in cost["stage_seconds"].items()])
     lines += ["", "## Stage statistics", ""]

@@ -81,6 +81,7 @@ def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | P
     scratch = out_dir.parent / f".{out_dir.name}.trainer"
     args = TrainingArguments(
         output_dir=str(scratch), num_train_epochs=settings.epochs, learning_rate=settings.learning_rate,
+        max_steps=settings.max_steps or -1,  # a step budget overrides epochs (the Trainer cycles the data)
         per_device_train_batch_size=settings.batch_size, seed=settings.seed, data_seed=settings.seed,
         lr_scheduler_type="cosine", warmup_steps=0.03, weight_decay=0.0, logging_steps=10,
         save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
@@ -99,7 +100,7 @@ def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | P
     return {
         "method": settings.method, "samples": len(samples), "tokens": tokens,
         "steps": int(result.global_step), "train_loss": float(result.training_loss),
-        "epochs": settings.epochs, "params": total_params, "trainable_params": trainable,
+        "epochs": settings.epochs, "max_steps": settings.max_steps, "params": total_params, "trainable_params": trainable,
         "train_seconds": round(time.perf_counter() - started, 3),
         "loss_is_finite": math.isfinite(float(result.training_loss)),
     }

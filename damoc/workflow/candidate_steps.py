@@ -27,31 +27,68 @@ def _pass_on_failure(result: CandidateResult, model_out: Path) -> bool:
     return True
 
 
+def _layer_count(path: str, trust_remote_code: bool) -> int | None:
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(resolve_model_source(path), trust_remote_code=trust_remote_code)
+        return getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    except Exception:  # noqa: BLE001 — only for the report; training will say what is wrong with the checkpoint
+        return None
+
+
 def prune_step(cfg: RunConfig, candidate: dict[str, Any], calibration_path: Path, model_out: Path,
                progress: bool = True) -> CandidateResult:
+    """Prune + merge one candidate. A candidate that cannot be pruned (no base checkpoint, an architecture the
+    pruner does not know, a pruning error) is trained with all its layers and flagged — never dropped: grid
+    search may rank it first, and its unpruned advantage is shown beside its score."""
     cand = Candidate.model_validate(candidate)
     model_out.mkdir(parents=True, exist_ok=True)
+    result = CandidateResult(candidate=cand.name)
+
+    def unpruned(reason: str) -> None:
+        write_model_ref(model_out, cand.path)
+        layers = _layer_count(cand.path, cand.trust_remote_code)
+        result.flags.append(f"unpruned ({reason}): trained with all {layers or '?'} layers while pruned rivals "
+                            "lost some; its score has that advantage")
+        raise _Unpruned(reason, layers)
 
     def body() -> dict[str, Any]:
-        if not pruning_enabled(cfg) or not cand.base_path:
+        if not pruning_enabled(cfg):
             write_model_ref(model_out, cand.path)
-            raise StageSkipped(f"mode={cfg.mode}" if cfg.mode != "damoc" else (
-                "pruning disabled" if not cfg.pruning.enabled else "no base_path: pruning needs a base/chat pair"))
+            raise StageSkipped(f"mode={cfg.mode}" if cfg.mode != "damoc" else "pruning disabled")
+        if not cand.base_path:
+            unpruned("no base_path: pruning needs a base/chat pair")
         from damoc.pruning.prune import prune_checkpoint
 
         calibration = [format_prompt(s.instruction, s.input) + s.output
                        for s in read_samples(calibration_path)[: cfg.pruning.calibration_samples]]
-        stats = prune_checkpoint(
-            resolve_model_source(cand.path), resolve_model_source(cand.base_path), calibration,
-            model_out / "checkpoint", threshold=cfg.pruning.threshold,
-            keep_fraction=cfg.pruning.merge_keep_fraction, max_prune_fraction=cfg.pruning.max_prune_fraction,
-            trust_remote_code=cand.trust_remote_code, progress=progress)
+        try:
+            stats = prune_checkpoint(
+                resolve_model_source(cand.path), resolve_model_source(cand.base_path), calibration,
+                model_out / "checkpoint", threshold=cfg.pruning.threshold,
+                keep_fraction=cfg.pruning.merge_keep_fraction, max_prune_fraction=cfg.pruning.max_prune_fraction,
+                rule=cfg.pruning.rule, target_fraction=cfg.pruning.target_fraction,
+                trust_remote_code=cand.trust_remote_code, progress=progress)
+        except Exception as err:  # noqa: BLE001 — fall back to the unpruned checkpoint, flagged
+            if _layer_count(cand.path, cand.trust_remote_code) is None:
+                raise  # the chat checkpoint itself is unreadable: training it would fail too
+            unpruned(f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
         write_model_ref(model_out, str(model_out / "checkpoint"))
         return stats
 
-    result = CandidateResult(candidate=cand.name).record(run_stage("prune", body, capture_failure=True))
+    stage = run_stage("prune", body, capture_failure=True)
+    result.record(stage)
     write_result(model_out, result)
     return result
+
+
+class _Unpruned(StageSkipped):
+    """Pruning does not apply to this candidate; it goes on with all its layers (flagged)."""
+
+    def __init__(self, reason: str, layers: int | None):
+        super().__init__(f"trained unpruned: {reason}",
+                         {"unpruned": True, "num_layers_before": layers, "num_layers_after": layers})
 
 
 def finetune_step(cfg: RunConfig, candidate: dict[str, Any], model_in: Path, train_path: Path,
@@ -92,5 +129,8 @@ def evaluate_step(cfg: RunConfig, candidate: dict[str, Any], model_in: Path, eva
     stage = run_stage("evaluate", body, capture_failure=True)
     result.record(stage)
     if stage.status == "ok":
-        result.score = stage.stats["score"]
+        key = "loglik" if cfg.evaluation.rank_by == "loglik" else "score"
+        result.score = stage.stats.get(key)
+        if result.score is None:  # e.g. an evaluator without log-likelihoods: say so instead of ranking blind
+            result.status, result.error = "failed", f"evaluate: no '{key}' reported (evaluation.rank_by)"
     return result

@@ -11,6 +11,10 @@ from damoc.results import StageResult
 class StageSkipped(Exception):
     """Raised by a step body that does not apply (grid-search mode, stage disabled, no base checkpoint)."""
 
+    def __init__(self, reason: str, stats: dict[str, Any] | None = None):
+        super().__init__(reason)
+        self.stats = stats or {}
+
 
 def run_stage(stage: str, body: Callable[[], dict[str, Any] | None], *, capture_failure: bool) -> StageResult:
     """Run `body` (which returns the stage's statistics) and wrap its outcome.
@@ -23,7 +27,7 @@ def run_stage(stage: str, body: Callable[[], dict[str, Any] | None], *, capture_
     try:
         result = StageResult(stage=stage, stats=body() or {})
     except StageSkipped as skip:
-        result = StageResult(stage=stage, status="skipped", reason=str(skip))
+        result = StageResult(stage=stage, status="skipped", reason=str(skip), stats=skip.stats)
     except Exception as err:  # noqa: BLE001 — recorded as this candidate's failure
         if not capture_failure:
             raise
