@@ -22,7 +22,7 @@ from typing import Callable
 
 from damoc import atomic
 
-TASKS = ("qa_long", "extractive_qa")
+TASKS = ("qa_long", "extractive_qa", "summarisation", "instruction_mc")
 
 QA_LONG_INSTRUCTION = "Answer the medical question in a few sentences."
 EXTRACTIVE_INSTRUCTION = "Answer the question with a short span copied from the context."
@@ -323,7 +323,256 @@ def _generate_extractive(n_train: int, n_eval: int, seed: int) -> tuple[list[dic
     return rows[:n_train], rows[n_train:]
 
 
-_GENERATORS = {"qa_long": _generate_qa_long, "extractive_qa": _generate_extractive}
+# ----------------------------------------------------------------------------------------------------
+# summarisation: short bill / company / incident reports. Every content word of the summary (names, towns,
+# numbers, topics, currencies, purposes) is drawn at random per report and copied from it; the summary's
+# fixed words are few, so a model that learns the template but does not copy scores far below one that copies.
+# Each report also holds distractors of the same types (a second person, town or amount) that the summary
+# leaves out, so copying "any name" is not enough.
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+_TOPICS = ("Water", "Lighting", "Harbour", "Schools", "Roads", "Library", "Parks", "Housing", "Transport",
+           "Market", "Bridges", "Health")
+_BILL_KINDS = ("Bill", "Act", "Measure", "Ordinance")
+_CURRENCIES = ("crowns", "marks", "florins", "thalers", "guilders", "ducats")
+_PURPOSES = ("street lamps", "a new ferry", "school roofs", "flood walls", "bus shelters", "a public bath",
+             "bridge repairs", "tree planting", "a fire station", "clean wells", "night buses", "a clinic")
+_SOURCES = ("a tax on hotel rooms", "the sale of an old mill", "a national grant", "higher parking fees",
+            "a bond issue", "a levy on shops")
+_CONCERNS = ("the cost is too high", "the plan ignores the villages", "the money will run out",
+             "the work will block the roads", "the timing is wrong")
+_QUARTERS = ("first", "second", "third", "fourth")
+_DRIVERS = ("strong exports", "lower fuel prices", "a new product line", "cold weather", "online orders",
+            "a large army contract", "tourist demand", "cheaper steel")
+_BANKS = ("Harrow Bank", "Orel Capital", "Lindt Securities", "Mosley Partners", "Crane Brothers Bank")
+_OUTLOOKS = ("cautious", "bright", "uncertain", "stable", "weak")
+_INCIDENTS = (("fire", "destroyed", "houses"), ("flood", "damaged", "shops"), ("storm", "flattened", "barns"),
+              ("landslide", "buried", "cars"), ("gas leak", "emptied", "flats"), ("power cut", "darkened", "streets"))
+_INCIDENT_CAUSES = ("a faulty cable", "heavy rain", "an old gas pipe", "a lightning strike", "a blocked drain",
+                    "a fallen tree")
+_ORGS = ("town council", "fire service", "water board", "residents' union")
+
+SUMMARISATION_INSTRUCTION = "Summarise the report in one or two sentences."
+
+
+def _amount(rng: random.Random) -> str:
+    return f"{rng.randint(12, 990)} thousand"
+
+
+def _two(rng: random.Random, pick: Callable[[random.Random], str]) -> tuple[str, str]:
+    first = pick(rng)
+    while (second := pick(rng)) == first:
+        pass
+    return first, second
+
+
+def _bill_report(rng: random.Random) -> tuple[list[str], list[str], str]:
+    (town, town2), (p1, p2) = _two(rng, lambda r: r.choice(_TOWNS)), _two(rng, _person)
+    topic, kind, cur = rng.choice(_TOPICS), rng.choice(_BILL_KINDS), rng.choice(_CURRENCIES)
+    amount, purpose, month = _amount(rng), rng.choice(_PURPOSES), rng.choice(_MONTHS)
+    head = [f"The {town} {topic} {kind} was introduced by councillor {p1} on {rng.choice(_DAYS)}."]
+    body = [f"It would provide {amount} {cur} for {purpose} over {rng.randint(2, 9)} years.",
+            f"The money would come from {rng.choice(_SOURCES)}.", f"If passed, it would take effect in {month}."]
+    tail = [f"Councillor {p2} spoke against the {kind.lower()}, saying that {rng.choice(_CONCERNS)}."]
+    if rng.random() < 0.5:
+        tail.append(f"A similar {kind.lower()} in {town2} failed in {rng.randint(1950, 2019)}.")
+    summary = (f"{p1}'s {topic} {kind} gives {town} {amount} {cur} for {purpose} from {month}; "
+               f"{p2} opposes it.")
+    return head, body + tail, summary
+
+
+def _company_report(rng: random.Random) -> tuple[list[str], list[str], str]:
+    company = f"{_word(rng, 2)} {rng.choice(_COMPANY_WORDS)}"
+    (p1, p2), cur, quarter = _two(rng, _person), rng.choice(_CURRENCIES), rng.choice(_QUARTERS)
+    now, before = rng.randint(12, 990), rng.randint(12, 990)
+    while before == now:
+        before = rng.randint(12, 990)
+    direction, verb = ("up", "rose") if now > before else ("down", "fell")
+    driver = rng.choice(_DRIVERS)
+    head = [f"{company} reported {quarter} quarter sales of {now} thousand {cur}, {direction} from {before} "
+            "thousand a year earlier."]
+    body = [f"Chief executive {p1} said the result was driven by {driver}.",
+            f"The company makes {rng.choice(_PRODUCTS)} and employs {rng.randint(20, 900)} people in "
+            f"{rng.choice(_TOWNS)}.",
+            f"{p2}, an analyst at {rng.choice(_BANKS)}, called the outlook {rng.choice(_OUTLOOKS)}."]
+    if rng.random() < 0.5:
+        body.append(f"Shares {rng.choice(('rose', 'fell'))} {rng.randint(2, 19)} percent on {rng.choice(_DAYS)}.")
+    summary = f"{company} {quarter} quarter sales {verb} to {now} thousand {cur} on {driver}, said {p1}."
+    return head, body, summary
+
+
+def _incident_report(rng: random.Random) -> tuple[list[str], list[str], str]:
+    event, verb, units = rng.choice(_INCIDENTS)
+    (town, town2), (p1, p2) = _two(rng, lambda r: r.choice(_TOWNS)), _two(rng, _person)
+    day, n, amount, cur = rng.choice(_DAYS), rng.randint(3, 90), _amount(rng), rng.choice(_CURRENCIES)
+    cause = rng.choice(_INCIDENT_CAUSES)
+    head = [f"A {event} hit {town} on {day} night and {verb} {n} {units}."]
+    body = [f"Crews led by {p1} arrived within {rng.randint(5, 40)} minutes.",
+            f"Officials believe it was caused by {cause}.",
+            f"Repairs are expected to cost about {amount} {cur}.",
+            f"{p2} of the {rng.choice(_ORGS)} said that {town2} was not affected."]
+    summary = f"A {event} caused by {cause} {verb} {n} {units} in {town} on {day}; repairs will cost {amount} {cur}."
+    return head, body, summary
+
+
+_REPORTS = (_bill_report, _company_report, _incident_report)
+
+
+def _summarisation_row(rng: random.Random) -> dict:
+    head, body, summary = rng.choice(_REPORTS)(rng)
+    rng.shuffle(body)  # the facts sit at varying places: the model has to find them, not count sentences
+    return {"instruction": SUMMARISATION_INSTRUCTION, "input": " ".join(head + body), "output": summary}
+
+
+def _distinct_rows(task: str, make: Callable[[random.Random], dict], n_train: int, n_eval: int,
+                   seed: int) -> tuple[list[dict], list[dict]]:
+    rng = random.Random(f"{task}:{seed}")
+    rows, seen = [], set()
+    attempts = 0
+    while len(rows) < n_train + n_eval:
+        attempts += 1
+        if attempts > 50 * (n_train + n_eval) + 1000:
+            raise RuntimeError(f"{task}: could not generate enough distinct rows")
+        row = make(rng)
+        if row["input"] not in seen:
+            seen.add(row["input"])
+            rows.append(row)
+    return rows[:n_train], rows[n_train:]
+
+
+def _generate_summarisation(n_train: int, n_eval: int, seed: int) -> tuple[list[dict], list[dict]]:
+    return _distinct_rows("summarisation", _summarisation_row, n_train, n_eval, seed)
+
+
+# ----------------------------------------------------------------------------------------------------
+# instruction_mc: instruction following, scored like Alpaca-trained models on MMLU. A small world is drawn
+# from the seed: made-up people with a town, job, favourite colour and pet; made-up nouns with a category;
+# irregular plurals; word arithmetic. Training rows ask about every fact in several phrasings and answer in
+# one word or a full sentence as the instruction says. Eval rows ask about the same facts in held-out
+# phrasings as 4-option multiple-choice questions (`options`; `output` is the correct option's text);
+# distractors are values of the same type, so only a model that learned the facts beats chance (25%).
+MC_EVAL_INSTRUCTION = "Answer with one word."
+_MC_STYLES = ("Answer with one word.", "Answer in a full sentence.")
+_CATEGORIES = ("fruit", "bird", "tool", "fish", "flower", "dance", "boat", "cheese", "tree", "game")
+_IRREGULAR_PLURALS = (("mouse", "mice"), ("goose", "geese"), ("child", "children"), ("foot", "feet"),
+                      ("tooth", "teeth"), ("man", "men"), ("woman", "women"), ("ox", "oxen"), ("sheep", "sheep"),
+                      ("leaf", "leaves"), ("knife", "knives"), ("wolf", "wolves"), ("crisis", "crises"),
+                      ("loaf", "loaves"),
+                      ("half", "halves"), ("louse", "lice"), ("deer", "deer"), ("shelf", "shelves"),
+                      ("calf", "calves"))
+_NUMBERS_TO_20 = _NUMBER_WORDS + ("eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+                                  "eighteen", "nineteen", "twenty")
+
+# skill -> (sentence answer, training questions, held-out eval questions); {k} is the key, {v} the value
+_MC_SKILLS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "town": ("{k} lives in {v}.",
+             ("Which town does {k} live in?", "{k} lives in which town?", "Where is the home of {k}?",
+              "What is the home town of {k}?"),
+             ("Name the town where {k} lives.", "In what town is the house of {k}?")),
+    "job": ("{k} works as a {v}.",
+            ("What is the job of {k}?", "{k} works as a what?", "What does {k} do for a living?",
+             "What job does {k} have?"),
+            ("Name the job of {k}.", "{k} earns a living as what?")),
+    "colour": ("The favourite colour of {k} is {v}.",
+               ("What is the favourite colour of {k}?", "Which colour does {k} like best?",
+                "{k} likes which colour most?", "What colour does {k} love most?"),
+               ("Name the favourite colour of {k}.", "The colour {k} prefers is what?")),
+    "pet": ("{k} has a pet {v}.",
+            ("What pet does {k} have?", "{k} has a pet what?", "Which animal does {k} keep as a pet?",
+             "What kind of pet does {k} own?"),
+            ("Name the pet of {k}.", "{k} looks after which pet?")),
+    "category": ("A {k} is a kind of {v}.",
+                 ("What kind of thing is a {k}?", "A {k} is a kind of what?", "Which group does the {k} belong to?",
+                  "What is a {k}?"),
+                 ("Name the kind of thing a {k} is.", "The {k} is what sort of thing?")),
+    "plural": ("The plural of {k} is {v}.",
+               ("What is the plural of {k}?", "Write the plural of {k}.", "One {k}, two what?",
+                "How do you say more than one {k}?"),
+               ("Name the plural form of {k}.", "Many of a {k} are called what?")),
+    "plus": ("{a} plus {b} is {v}.",
+             ("What is {a} plus {b}?", "Add {a} and {b}.", "{a} and {b} together make how many?",
+              "How much is {a} plus {b}?"),
+             ("Name the sum of {a} and {b}.", "If you have {a} and get {b} more, how many is that?")),
+    "minus": ("{a} minus {b} is {v}.",
+              ("What is {a} minus {b}?", "Take {b} from {a}.", "{a} less {b} makes how many?",
+               "How much is {a} minus {b}?"),
+              ("Name the difference of {a} and {b}.", "If you have {a} and lose {b}, how many are left?")),
+}
+
+
+def _fill(template: str, key: str | tuple[str, str], value: str = "") -> str:
+    if isinstance(key, tuple):
+        return template.format(a=key[0], b=key[1], v=value)
+    text = template.format(k=key, v=value)
+    return text[0].upper() + text[1:]
+
+
+def _plural_distractors(word: str, plural: str) -> list[str]:
+    wrong = [word + "s", word + "es", word + "en", plural + "s", word[:-1] + "ies", word + "ren"]
+    return [w for w in dict.fromkeys(wrong) if w != plural]
+
+
+def _mc_world(rng: random.Random, n_people: int) -> list[tuple[str, str | tuple[str, str], str, list[str]]]:
+    """The facts: (skill, key, value, distractor pool of the same type)."""
+    taken = set(_TOWNS) | {w.lower() for w in _TOWNS}
+    facts: list[tuple[str, str | tuple[str, str], str, list[str]]] = []
+    attributes = {"town": _TOWNS, "job": _JOBS, "colour": _COLOURS, "pet": _PETS}
+    for name in _unique_words(rng, n_people, (2, 3), taken):
+        for skill, pool in attributes.items():
+            value = rng.choice(pool)
+            facts.append((skill, name, value, [p for p in pool if p != value]))
+    for noun in _unique_words(rng, max(6, n_people // 2), (2,), taken):
+        value = rng.choice(_CATEGORIES)
+        facts.append(("category", noun.lower(), value, [c for c in _CATEGORIES if c != value]))
+    for word, plural in rng.sample(_IRREGULAR_PLURALS, min(len(_IRREGULAR_PLURALS), n_people)):
+        facts.append(("plural", word, plural, _plural_distractors(word, plural)))
+    sums = [("plus", a, b, a + b) for a in range(1, 11) for b in range(1, 11)]
+    diffs = [("minus", a, b, a - b) for a in range(2, 21) for b in range(1, 10) if a - b >= 1]
+    for skill, a, b, v in rng.sample(sums, n_people // 2) + rng.sample(diffs, n_people - n_people // 2):
+        near = [_NUMBERS_TO_20[x - 1] for x in range(max(1, v - 4), min(20, v + 4) + 1) if x != v]
+        facts.append((skill, (_NUMBERS_TO_20[a - 1], _NUMBERS_TO_20[b - 1]), _NUMBERS_TO_20[v - 1], near))
+    return facts
+
+
+def _generate_instruction_mc(n_train: int, n_eval: int, seed: int) -> tuple[list[dict], list[dict]]:
+    rng = random.Random(f"instruction_mc:{seed}")
+    # ~7 facts per person-sized unit; 2 held-out questions per fact; enough rows per fact to learn it
+    n_people = max(8, -(-n_eval // 12), (n_train + n_eval) // 100)
+    facts = _mc_world(rng, n_people)
+    rng.shuffle(facts)
+
+    def train_row(fact: tuple, question: str, style: str) -> dict:
+        skill, key, value, _ = fact
+        answer = value if style == _MC_STYLES[0] else _fill(_MC_SKILLS[skill][0], key, value)
+        return {"instruction": style, "input": _fill(question, key), "output": answer}
+
+    anchors = [train_row(f, rng.choice(_MC_SKILLS[f[0]][1]), rng.choice(_MC_STYLES)) for f in facts[:n_train]]
+    covered = facts[:n_train]
+    rest = [train_row(f, q, s) for f in facts for q in _MC_SKILLS[f[0]][1] for s in _MC_STYLES]
+    anchor_rows = {tuple(r.values()) for r in anchors}
+    rest = [r for r in rest if tuple(r.values()) not in anchor_rows]
+    rng.shuffle(rest)
+    train = anchors + rest[: max(0, n_train - len(anchors))]
+    while len(train) < n_train:  # the pool is exhausted: repeat training rows
+        train.append(rest[(len(train) - len(anchors)) % len(rest)])
+    rng.shuffle(train)
+
+    questions = [(f, q) for f in covered for q in _MC_SKILLS[f[0]][2]]
+    rng.shuffle(questions)
+    questions = questions[:n_eval]
+    positions = [i % 4 for i in range(len(questions))]  # the answer sits at each position equally often
+    rng.shuffle(positions)
+    eval_rows = []
+    for ((skill, key, value, pool), question), position in zip(questions, positions):
+        options = rng.sample(pool, 3)
+        options.insert(position, value)
+        eval_rows.append({"instruction": MC_EVAL_INSTRUCTION, "input": _fill(question, key), "output": value,
+                          "options": options})
+    return train, eval_rows
+
+
+_GENERATORS = {"qa_long": _generate_qa_long, "extractive_qa": _generate_extractive,
+               "summarisation": _generate_summarisation, "instruction_mc": _generate_instruction_mc}
 
 
 def generate(task: str, n_train: int = 3000, n_eval: int = 300, seed: int = 0) -> tuple[list[dict], list[dict]]:
