@@ -5,8 +5,10 @@ them under `filter.options.<method>` and validates them against this registry.
 """
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
-from typing import ClassVar, Sequence, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -15,19 +17,45 @@ from damoc.data.schema import Sample
 from damoc.registry import NoSettings, Registry
 
 
+@dataclass
+class FilterContext:
+    """What a run knows beyond the samples, handed to filters whose `select` takes a `context` keyword.
+
+    scorer_model: the run's small causal LM (path or hub id) for scorer-based methods when their own
+      `scorer_model` setting is null (the workflow passes the compression scorer: first candidate's base).
+    target_samples: a target/validation set (the run's eval samples) for methods that aim at one (LESS).
+    progress: show progress bars.
+    stats: filled by the filter with method-specific statistics (objective value, counts); filter_samples
+      merges them into the run's stats.
+    """
+
+    scorer_model: str | None = None
+    target_samples: Sequence[Sample] | None = None
+    progress: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
 class SampleFilter(ABC):
     """Picks `n_select` distinct sample indices out of a training set.
 
     Subclasses set `name` (the config/CLI spelling), `description` (one line for docs and the KFP UI),
     `needs_embeddings` (whether the caller must embed the samples first), `Settings` (the method's own
-    settings; `NoSettings` when it has none) and `passes_through` (True: keeps every sample, ratio unused).
+    settings; `NoSettings` when it has none), `passes_through` (True: keeps every sample, ratio unused),
+    `needs_scorer` (scores samples with a causal LM: `settings.scorer_model` or `context.scorer_model`) and
+    `needs_judge` (rates samples with an LLM judge configured in its settings).
+    A `select` that declares a `context` keyword receives a `FilterContext`; older filters need not.
     """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     needs_embeddings: ClassVar[bool] = False
     passes_through: ClassVar[bool] = False
+    needs_scorer: ClassVar[bool] = False
+    needs_judge: ClassVar[bool] = False
     Settings: ClassVar[type[BaseModel]] = NoSettings
+
+    def takes_context(self) -> bool:
+        return "context" in inspect.signature(self.select).parameters
 
     def embeddings_for(self, embeddings: np.ndarray | None, samples: Sequence[Sample]) -> np.ndarray:
         """The embeddings a `needs_embeddings` method was given, checked: present and one per sample."""
@@ -66,5 +94,8 @@ def available_filters() -> list[str]:
 
 def check_n_select(n_select: int, n: int) -> None:
     """Shared argument check so every filter fails the same way on impossible requests."""
-    if not 0 <= n_select <= n:
+    if n_select > n >= 0:
+        raise ValueError(f"cannot keep {n_select} rows: only {n} rows to choose from "
+                         f"(n_select must be in [0, {n}])")
+    if n_select < 0:
         raise ValueError(f"n_select must be in [0, {n}], got {n_select}")

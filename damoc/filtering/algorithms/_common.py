@@ -21,7 +21,10 @@ def check_n_select(n_select: int, n: int) -> int:
     if isinstance(n_select, bool) or int(n_select) != n_select:
         raise ValueError(f"n_select must be an integer, got {n_select!r}")
     n_select = int(n_select)
-    if not 0 <= n_select <= n:
+    if n_select > n:
+        raise ValueError(f"cannot keep {n_select} rows: only {n} rows to choose from "
+                         f"(n_select must be in [0, {n}])")
+    if n_select < 0:
         raise ValueError(f"n_select must be in [0, {n}], got {n_select}")
     return n_select
 
