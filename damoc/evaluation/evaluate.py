@@ -1,4 +1,9 @@
-"""Evaluate a checkpoint on a task: generate, score, keep a few examples for the report."""
+"""Evaluate a checkpoint on a task: predict (generate, or pick an option), score per row, keep a few examples.
+
+Besides the task's metric, every evaluation reports the log-likelihood of the reference answers in the
+training encoding (:func:`damoc.evaluation.loglik.reference_logliks`), a low-noise ranking signal, and the
+per-row values of both (``row_scores``, ``row_loglik``) for paired comparisons between candidates.
+"""
 from __future__ import annotations
 
 import time
@@ -6,22 +11,66 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from damoc.data.schema import Sample
-from damoc.evaluation.generate import generate_answers
-from damoc.evaluation.metrics import task_scores
+from damoc.evaluation.generate import generate_with
+from damoc.evaluation.loglik import choice_predictions, reference_logliks
+from damoc.hf import load_causal_lm, load_tokenizer
+
+
+def _check_choice_rows(samples: Sequence[Sample], task: str) -> None:
+    for sample in samples:
+        if len(sample.options) < 2:
+            raise ValueError(
+                f"task {task!r} scores multiple-choice rows, but eval sample {sample.id!r} (the eval file's row "
+                f"with that id) has {len(sample.options)} options: data.fields.options must name the column "
+                "holding each row's options (a list, or a JSON list string, with the row's output among them)")
+        if sample.output.strip() not in sample.options:
+            raise ValueError(f"eval sample {sample.id!r}: its output {sample.output.strip()!r} is not one of its "
+                             f"options {list(sample.options)!r}")
 
 
 def evaluate_model(model_path: str | Path, samples: Sequence[Sample], task: str, *, max_new_tokens: int = 64,
                    batch_size: int = 16, trust_remote_code: bool = False, progress: bool = False,
-                   n_examples: int = 3) -> dict[str, Any]:
+                   n_examples: int = 3, max_length: int = 256) -> dict[str, Any]:
+    """Score the checkpoint at ``model_path`` on ``samples`` for the registered task type ``task``.
+
+    Returns the task's mean metrics (key ``score``: the ranking metric) and ``samples``, ``eval_seconds``,
+    ``examples`` (first ``n_examples`` rows: input, reference, prediction[, options]), ``row_scores`` (the
+    ranking metric per row, in sample order; their mean is ``score``), ``row_loglik`` (per row, the mean
+    log-likelihood per token of the reference answer + EOS given the prompt, encoded as fine-tuning encodes
+    it with ``max_length`` tokens) and ``loglik`` (their mean). Choice tasks generate nothing: each row's
+    prediction is its option with the highest per-token log-likelihood.
+    """
+    from damoc.evaluation.tasks import TASKS
+
+    task_type = TASKS.get(task)
     started = time.perf_counter()
-    predictions = generate_answers(model_path, samples, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                   trust_remote_code=trust_remote_code, progress=progress)
+    if task_type.kind == "choice":
+        _check_choice_rows(samples, task)
+    tok = load_tokenizer(model_path, trust_remote_code)
+    model = load_causal_lm(model_path, trust_remote_code).eval()
+    if task_type.kind == "choice":
+        picks = choice_predictions(model, tok, samples, max_length, batch_size)
+        predictions = [s.options[i] for s, i in zip(samples, picks)]
+    else:
+        predictions = generate_with(model, tok, samples, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                    progress=progress)
+    row_loglik = reference_logliks(model, tok, samples, max_length, batch_size)
     references = [s.output for s in samples]
-    scores = task_scores(task, predictions, references)
+    rows = task_type.row_scores(predictions, references)
+    n = len(samples)
+    scores = {key: (sum(values) / n if n else 0.0) for key, values in rows.items()}
+    examples = []
+    for s, p in zip(samples[:n_examples], predictions[:n_examples]):
+        example: dict[str, Any] = {"input": s.input[:200], "reference": s.output[:200], "prediction": p[:200]}
+        if s.options:
+            example["options"] = [o[:100] for o in s.options]
+        examples.append(example)
     return {
         **scores,
-        "samples": len(samples),
+        "samples": n,
         "eval_seconds": round(time.perf_counter() - started, 3),
-        "examples": [{"input": s.input[:200], "reference": s.output[:200], "prediction": p[:200]}
-                     for s, p in zip(samples[:n_examples], predictions[:n_examples])],
+        "examples": examples,
+        "row_scores": [float(v) for v in rows["score"]],
+        "loglik": sum(row_loglik) / n if n else None,
+        "row_loglik": row_loglik,
     }

@@ -1,4 +1,4 @@
-"""Task metrics: SQuAD token F1 (official normalisation), ROUGE-L F1, BERTScore F1 (all-MiniLM-L6-v2)."""
+"""Task metrics: SQuAD token F1 (official normalisation), ROUGE-1/2/L F1, BERTScore F1 (all-MiniLM-L6-v2)."""
 from __future__ import annotations
 
 import collections
@@ -38,8 +38,28 @@ def _rouge():
 
 
 def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    """ROUGE-L F1 per pair (rouge-score, Porter stemmer)."""
     scorer = _rouge()
     return [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+
+
+@lru_cache(maxsize=1)
+def _rouge_all():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+
+
+def rouge_n_l(predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
+    """ROUGE-1, ROUGE-2 and ROUGE-L F1 per pair (rouge-score, Porter stemmer), keys rouge1/rouge2/rouge_l."""
+    scorer = _rouge_all()
+    out: dict[str, list[float]] = {"rouge1": [], "rouge2": [], "rouge_l": []}
+    for pred, ref in zip(predictions, references):
+        scores = scorer.score(ref, pred)
+        out["rouge1"].append(scores["rouge1"].fmeasure)
+        out["rouge2"].append(scores["rouge2"].fmeasure)
+        out["rouge_l"].append(scores["rougeL"].fmeasure)
+    return out
 
 
 @lru_cache(maxsize=2)
@@ -73,3 +93,10 @@ def task_scores(task: str, predictions: Sequence[str], references: Sequence[str]
     from damoc.evaluation.tasks import TASKS
 
     return TASKS.get(task).score(predictions, references)
+
+
+def task_row_scores(task: str, predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
+    """Per-row metric values for a registered task type (same order; key 'score': the ranking metric)."""
+    from damoc.evaluation.tasks import TASKS
+
+    return TASKS.get(task).row_scores(predictions, references)
