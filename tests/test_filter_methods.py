@@ -224,3 +224,22 @@ def test_coverage_on_request_for_methods_that_do_not_embed() -> None:
     assert [c["total"] for c in cov["per_cluster"]] == sorted((c["total"] for c in cov["per_cluster"]), reverse=True)
     _, stats = filter_samples(_samples(10), "lma", 0.3)
     assert "coverage" not in stats
+
+
+def test_objective_in_stats_for_graphcut_and_kcenter() -> None:
+    from damoc.filtering.algorithms import covering_radius
+    from damoc.filtering.graphcut import graphcut_greedy
+
+    emb = np.random.default_rng(1).normal(size=(30, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    samples = _samples(30)
+    ctx = FilterContext()
+    gc = get_filter("graphcut")
+    order = gc.select(6, embeddings=emb, samples=samples, seed=0, settings=gc.Settings(), context=ctx)
+    assert order == graphcut_greedy(emb, 6, 0.4)
+    kernel = emb.astype(np.float64) @ emb.T.astype(np.float64)
+    assert ctx.stats["objective"] == pytest.approx(kernel[:, order].sum() - 0.4 * kernel[np.ix_(order, order)].sum())
+    ctx = FilterContext()
+    kc = get_filter("kcenter")
+    order = kc.select(6, embeddings=emb, samples=samples, seed=0, settings=kc.Settings(), context=ctx)
+    assert ctx.stats["objective"] == pytest.approx(covering_radius(emb, order))

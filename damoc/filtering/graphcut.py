@@ -21,7 +21,7 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits  # ships with scikit-learn
 
 from damoc.data.schema import Sample
-from damoc.filtering.base import SampleFilter, check_n_select, register
+from damoc.filtering.base import FilterContext, SampleFilter, check_n_select, register
 from damoc.registry import SettingsModel
 
 DEFAULT_LAMBDA = 0.4
@@ -68,6 +68,16 @@ def graphcut_greedy(embeddings: np.ndarray, n_select: int, lambda_: float = DEFA
     return order
 
 
+def graphcut_value(embeddings: np.ndarray, chosen: Sequence[int], lambda_: float) -> float:
+    """f(X) = sum_{j in X} c_j - lambda * ||sum_{j in X} e_j||^2 (= the definition with s = E E^T), O(n*d)."""
+    emb = np.asarray(embeddings)
+    idx = np.asarray(list(chosen), dtype=np.int64)
+    if idx.size == 0:
+        return 0.0
+    picked_sum = emb[idx].sum(axis=0, dtype=np.float64)
+    return float(_coverage(emb)[idx].sum() - lambda_ * picked_sum @ picked_sum)
+
+
 class GraphCutSettings(SettingsModel):
     # The JSON key is "lambda" (the paper's name); `lambda` is a Python keyword, hence the alias.
     lambda_: float = Field(DEFAULT_LAMBDA, ge=0.0, alias="lambda", serialization_alias="lambda",
@@ -84,6 +94,11 @@ class GraphCutFilter(SampleFilter):
     Settings = GraphCutSettings
 
     def select(self, n_select: int, *, embeddings: np.ndarray | None, samples: Sequence[Sample], seed: int,
-               settings: GraphCutSettings) -> list[int]:
+               settings: GraphCutSettings, context: FilterContext | None = None) -> list[int]:
         # `seed` is unused: exact greedy with lowest-index tie-breaking is deterministic.
-        return graphcut_greedy(self.embeddings_for(embeddings, samples), n_select, settings.lambda_)
+        emb = self.embeddings_for(embeddings, samples)
+        order = graphcut_greedy(emb, n_select, settings.lambda_)
+        if context is not None:
+            context.stats.update({"objective": graphcut_value(emb, order, settings.lambda_),
+                                  "objective_name": "GraphCut f(X)"})
+        return order
