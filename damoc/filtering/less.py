@@ -14,7 +14,8 @@ What this module does (honest list of the simplifications):
 - no Adam preconditioning: plain (SGD) gradients;
 - the projection is a seeded sparse Rademacher (CountSketch) map to `projection_dim` dims — each gradient
   coordinate goes to one output dim with a random sign — a Johnson-Lindenstrauss projection costing O(P)
-  per example instead of O(P x d), then L2 normalisation;
+  per example instead of O(P x d), then L2 normalisation (its index and sign arrays take 16 bytes per
+  gradient coordinate: ~3 GB for one block of a 7B model — fine for the small scorers this is meant for);
 - score = cosine similarity to the mean of the target set's normalised projected gradients (= mean cosine
   to the target examples). The target set is the run's eval/validation samples when the caller passes them
   (FilterContext.target_samples); otherwise a seeded held-out slice of `target_fraction` of the training
