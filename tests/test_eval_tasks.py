@@ -153,3 +153,19 @@ def test_summaries_copy_their_content_from_the_report():
     same_kind = [next(o for o in refs[i + 1:] + refs[:i] if kind(o) == kind(ref)) for i, ref in enumerate(refs)]
     template_only = sum(rouge_l(same_kind, refs)) / len(refs)
     assert sum(rouge_l(refs, refs)) / len(refs) == 1.0 and template_only < 0.5
+
+
+@pytest.mark.slow
+def test_fine_tuned_tiny_model_beats_chance_on_instruction_mc(zoo_dir, tmp_path):
+    """~1 min on 2 cores: tiny-neox, 600 training rows, 3 epochs: 0.28 -> 0.75 accuracy on 40 questions."""
+    from damoc.config import TrainingConfig
+    from damoc.training.finetune import finetune
+
+    train, eval_rows = generate("instruction_mc", n_train=600, n_eval=40, seed=0)
+    samples = [Sample(f"e-{i}", **r) for i, r in enumerate(eval_rows)]
+    chat_dir = zoo_dir / "tiny-neox" / "chat"
+    before = evaluate_model(chat_dir, samples, "multiple_choice")
+    finetune(chat_dir, [Sample(str(i), **r) for i, r in enumerate(train)], tmp_path / "ft",
+             TrainingConfig(method="full", epochs=3, learning_rate=5e-3, batch_size=16, max_length=256))
+    after = evaluate_model(tmp_path / "ft", samples, "multiple_choice")
+    assert after["score"] >= 0.5 > before["score"] and after["loglik"] > before["loglik"] + 1
