@@ -90,6 +90,9 @@ class FilterConfig(_Section):
     embedding_model: str | None = Field(None, description="sentence-transformers dir for methods that embed; "
                                         "null: all-MiniLM-L6-v2 (shipped offline)")
     seed: int = Field(0, description="seed for methods that sample")
+    embed: Literal["whole", "qa_separate"] = Field(
+        "whole", description="what distribution-aware methods embed: the whole sample, or question and answer "
+        "separately (combined), so long answers are not lost behind a long question")
     options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, validate_default=True, description="each method's own settings, as options.METHOD.KEY; the chosen "
         "method's defaults are filled in")

@@ -79,13 +79,17 @@ def test_plugins_named_in_the_environment_are_imported(monkeypatch, tmp_path):
     load_plugins(force=True)
 
 
-def test_every_registered_filter_runs_with_its_default_settings():
+@pytest.mark.slow  # scorer, judge and gradient methods on the tiny zoo: minutes on 2 cores
+def test_every_registered_filter_runs_with_its_default_settings(zoo_dir):
     from damoc.data.schema import Sample
     from damoc.filtering import FILTERS as registry, filter_samples
 
+    scorer = str(zoo_dir / "tiny-llama" / "chat")
     samples = [Sample(str(i), "", f"question {i} about topic {i % 3}", f"answer {i}") for i in range(12)]
     for name in registry.names():
-        kept, stats = filter_samples(samples, name, 0.5, seed=1)
+        filt = registry.get(name)
+        settings = {"judge_model": scorer} if getattr(filt, "needs_judge", False) else None
+        kept, stats = filter_samples(samples, name, 0.5, seed=1, scorer_model=scorer, settings=settings)
         expected = 12 if registry.get(name).passes_through else 6
         assert stats["method"] == name and len(kept) == expected, name
         assert len({s.id for s in kept}) == len(kept), name

@@ -18,8 +18,10 @@ def prepare_data(cfg: RunConfig, train_out: Path, eval_out: Path, cache_dir: Pat
         fields = cfg.data.fields.model_dump()
         train = load_samples(cfg.data.train, fields, limit=cfg.data.max_train_samples, cache_dir=cache_dir,
                              id_prefix="train-")
+        from damoc.evaluation.tasks import TASKS
+
         evals = load_samples(cfg.data.eval, fields, limit=cfg.data.max_eval_samples, cache_dir=cache_dir,
-                             id_prefix="eval-")
+                             id_prefix="eval-", require_options=TASKS.get(cfg.data.task).kind == "choice")
         write_samples(train, train_out)
         write_samples(evals, eval_out)
         return {"train_samples": len(train), "eval_samples": len(evals), "task": cfg.data.task}
@@ -37,11 +39,16 @@ def filter_step(cfg: RunConfig, train_in: Path, out: Path, progress: bool = True
     def body() -> dict[str, Any]:
         if not filter_enabled(cfg):
             _skip(train_in, out, f"mode={cfg.mode}, method={cfg.filter.method}, ratio={cfg.filter.ratio}")
-        from damoc.filtering import filter_samples
+        from damoc.filtering import filter_samples, get_filter
+        from damoc.workflow.model_sources import resolve_model_source
 
+        # scorer-based methods use the run's small LM (the compression scorer) unless their options name one
+        needs_scorer = getattr(get_filter(cfg.filter.method), "needs_scorer", False)
+        scorer = resolve_model_source(cfg.scorer_model_path()) if needs_scorer else None
         selected, stats = filter_samples(read_samples(train_in), cfg.filter.method, cfg.filter.ratio,
                                          seed=cfg.filter.seed, embedding_model=cfg.filter.embedding_model,
-                                         settings=cfg.filter.method_settings(), progress=progress)
+                                         settings=cfg.filter.method_settings(), progress=progress,
+                                         scorer_model=scorer, embed=cfg.filter.embed)
         write_samples(selected, out)
         return stats
 
