@@ -80,12 +80,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_build(args: argparse.Namespace) -> int:
-    from damoc.demo.zoo import build_zoo, default_zoo_dir, ensure_zoo, load_manifest
+    from damoc.demo.zoo import DEFAULT_SUITE, build_zoo, default_zoo_dir, ensure_zoo, load_manifest
 
-    out = Path(args.dir) if args.dir else default_zoo_dir()
-    zoo = build_zoo(out) if args.force else ensure_zoo(out)
+    out = Path(args.dir) if args.dir else default_zoo_dir(args.suite)
+    zoo = build_zoo(out, suite=args.suite) if args.force else ensure_zoo(out, suite=args.suite)
     for c in load_manifest(zoo)["candidates"]:
-        print(f"  zoo://{c['name']:<16} {c['model_type']:<9} layers={c['num_layers']} params={c['params']:,}")
+        # zoo:// names the default suite's candidates; other suites' checkpoints are given by path
+        ref = f"zoo://{c['name']:<16}" if args.suite == DEFAULT_SUITE else f"{c['name']:<22}"
+        where = "" if args.suite == DEFAULT_SUITE else f" {zoo / c['path']}"
+        print(f"  {ref} {c['model_type']:<9} layers={c['num_layers']} params={c['params']:,}{where}")
     print(f"zoo: {zoo}")
     return 0
 
@@ -153,7 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = sub.add_parser("zoo", help="the built-in tiny model zoo")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     zb = zoo_sub.add_parser("build", help="build the zoo if absent (tiny base+chat checkpoints, CPU, minutes)")
-    zb.add_argument("dir", nargs="?", help="target directory (default $DAMOC_HOME/zoo)")
+    zb.add_argument("dir", nargs="?", help="target directory (default $DAMOC_HOME/zoo for the default suite, "
+                    "$DAMOC_HOME/zoo-SUITE for the others)")
+    zb.add_argument("--suite", choices=["default", "bench"], default="default",
+                    help="default: the quickstart's 4 candidates; bench: those plus tiny-gpt2, tiny-phi (not "
+                    "prunable) and tiny-gemma2, for the selection-fidelity benchmark (copies the default "
+                    "candidates from a complete default zoo). Default: default")
     zb.add_argument("--force", action="store_true", help="rebuild even if a complete zoo exists")
     zb.set_defaults(func=cmd_zoo_build)
 

@@ -4,6 +4,10 @@ Each candidate is saved as two standard HF checkpoints, `<name>/base` (causal-LM
 text) and `<name>/chat` (base + instruction tuning in the `format_prompt` format), so chat - base is a real
 task vector for sparse merging. Two locally trained byte-level BPE tokenizers make the candidates differ
 in tokenisation as real model families do. Everything is deterministic given the specs below.
+
+Named suites (SUITES): "default" is the quickstart's four candidates in $DAMOC_HOME/zoo; "bench" adds EXTRA
+(more architectures, one that layer pruning does not support) for the selection-fidelity benchmark, in
+$DAMOC_HOME/zoo-bench, copying the default candidates from a complete default zoo instead of retraining them.
 """
 from __future__ import annotations
 
@@ -97,17 +101,50 @@ CANDIDATES: tuple[CandidateSpec, ...] = (
 )
 CHAT_ROWS = 6000
 
+# Extra candidates of the "bench" suite. Capacity and prior vary together so that no candidate dominates
+# on every task: a deep-narrow gpt2 (8 layers of width 128), a shallow-wide phi (2 layers of width 256, the
+# most parameters; model_type "phi" has no pruning spec: the benchmark's unprunable candidate), both with
+# short stages, and a gemma2 (alternating sliding/full attention) with the least pretraining but the longest
+# chat stage. head_dim 64 everywhere; each builds in about 2-3 minutes on one thread.
+EXTRA: tuple[CandidateSpec, ...] = (
+    CandidateSpec("tiny-gpt2", "gpt2", {"n_positions": 512, "tie_word_embeddings": False, "n_embd": 128,
+                                        "n_layer": 8, "n_head": 2, "n_inner": 256,
+                                        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0},
+                  tokenizer="bpe2k", seed=15, pretrain_steps=110, chat_steps=280),
+    CandidateSpec("tiny-phi", "phi", {**_COMMON, "hidden_size": 256, "num_hidden_layers": 2,
+                                      "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 512},
+                  tokenizer="bpe3k", seed=16, pretrain_steps=100, chat_steps=260),
+    CandidateSpec("tiny-gemma2", "gemma2", {**_COMMON, "hidden_size": 128, "num_hidden_layers": 4,
+                                            "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 64,
+                                            "intermediate_size": 384, "query_pre_attn_scalar": 64,
+                                            "sliding_window": 64},
+                  tokenizer="bpe3k", seed=17, pretrain_steps=50, chat_steps=640),
+)
+SUITES: dict[str, tuple[CandidateSpec, ...]] = {"default": CANDIDATES, "bench": CANDIDATES + EXTRA}
+DEFAULT_SUITE = "default"
 
-def default_zoo_dir() -> Path:
-    """$DAMOC_HOME/zoo, else ~/.cache/damoc/zoo."""
-    return damoc_home() / "zoo"
+
+def suite_candidates(suite: str = DEFAULT_SUITE) -> tuple[CandidateSpec, ...]:
+    """The candidate specs of a named suite."""
+    try:
+        return SUITES[suite]
+    except KeyError:
+        raise ValueError(f"unknown zoo suite {suite!r}; available: {', '.join(SUITES)}") from None
 
 
-def spec_hash() -> str:
-    """Fingerprint of every spec: a zoo built from other specs is rebuilt by ensure_zoo."""
-    payload = json.dumps({"revision": BUILD_REVISION, "tokenizers": [asdict(t) for t in TOKENIZERS],
-                          "candidates": [asdict(c) for c in CANDIDATES], "chat_rows": CHAT_ROWS}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+def default_zoo_dir(suite: str = DEFAULT_SUITE) -> Path:
+    """$DAMOC_HOME/zoo for the default suite, $DAMOC_HOME/zoo-<suite> for the others (else ~/.cache/damoc)."""
+    suite_candidates(suite)
+    return damoc_home() / ("zoo" if suite == DEFAULT_SUITE else f"zoo-{suite}")
+
+
+def spec_hash(suite: str = DEFAULT_SUITE) -> str:
+    """Fingerprint of every spec of the suite: a zoo built from other specs is rebuilt by ensure_zoo."""
+    payload: dict[str, Any] = {"revision": BUILD_REVISION, "tokenizers": [asdict(t) for t in TOKENIZERS],
+                               "candidates": [asdict(c) for c in suite_candidates(suite)], "chat_rows": CHAT_ROWS}
+    if suite != DEFAULT_SUITE:  # the default payload is unchanged: existing default zoos stay valid
+        payload["suite"] = suite
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -309,8 +346,10 @@ def _estimated_cost(spec: CandidateSpec) -> float:
     """Rough training FLOPs, to start the most expensive candidates first (shortest overall build)."""
     c = spec.config
     vocab = next(t.vocab_size for t in TOKENIZERS if t.id == spec.tokenizer)
-    h = c["hidden_size"]
-    per_token = c["num_hidden_layers"] * (4 * h * h + 3 * h * c["intermediate_size"]) + vocab * h
+    h = c.get("hidden_size", c.get("n_embd"))  # gpt2 names its dimensions n_embd / n_layer / n_inner
+    layers = c.get("num_hidden_layers", c.get("n_layer"))
+    inner = c.get("intermediate_size", c.get("n_inner")) or 4 * h
+    per_token = layers * (4 * h * h + 3 * h * inner) + vocab * h
     return per_token * (spec.pretrain_tokens + spec.chat_steps * spec.batch_size * 40)
 
 
@@ -328,12 +367,38 @@ def _remove_dead_builds(out_dir: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------------
 # public API
-def build_zoo(out_dir: Path, progress: bool = True) -> Path:
-    """Build every candidate into a temporary sibling of out_dir, then rename it into place, so an
-    interrupted build never looks complete. Replaces an existing out_dir."""
+def _copy_from_default(specs: tuple[CandidateSpec, ...], tmp: Path,
+                       out_dir: Path | None = None) -> tuple[dict[str, dict], dict[str, int]]:
+    """Copy the tokenizers and every candidate of `specs` whose spec is a default one from a complete default
+    zoo (its spec_hash covers exactly those specs) into tmp: (manifest entries by name, vocab sizes by
+    tokenizer id). Nothing is copied when the default zoo is absent, incomplete or stale."""
+    src = default_zoo_dir(DEFAULT_SUITE).resolve()
+    reused = [s for s in specs if s in CANDIDATES]
+    if not reused or not _is_complete(src, DEFAULT_SUITE):
+        return {}, {}
+    # not while a default build replaces it; ensure_zoo already holds that lock when out_dir is the default dir
+    with contextlib.nullcontext() if out_dir is not None and Path(out_dir).resolve() == src else _build_lock(src):
+        if not _is_complete(src, DEFAULT_SUITE):
+            return {}, {}
+        manifest = load_manifest(src)
+        entries = {c["name"]: c for c in manifest["candidates"]}
+        if {t["id"] for t in manifest["tokenizers"]} != {t.id for t in TOKENIZERS}:
+            return {}, {}
+        shutil.copytree(src / "tokenizers", tmp / "tokenizers")
+        for spec in reused:
+            shutil.copytree(src / spec.name, tmp / spec.name)
+        return ({s.name: {**entries[s.name], "copied_from": str(src)} for s in reused},
+                {t["id"]: t["vocab_size"] for t in manifest["tokenizers"]})
+
+
+def build_zoo(out_dir: Path, progress: bool = True, suite: str = DEFAULT_SUITE) -> Path:
+    """Build every candidate of the suite into a temporary sibling of out_dir, then rename it into place, so
+    an interrupted build never looks complete. Replaces an existing out_dir. A non-default suite copies its
+    default candidates (and the tokenizers) from a complete default zoo instead of retraining them."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    specs = suite_candidates(suite)
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_builds(out_dir)
@@ -342,21 +407,24 @@ def build_zoo(out_dir: Path, progress: bool = True) -> Path:
     tmp.mkdir()
     started = time.perf_counter()
     try:
-        vocab_sizes = {}
-        for t in TOKENIZERS:  # trained once here, loaded by every worker: all its models share it exactly
-            tok = train_tokenizer(t)
-            tok.save_pretrained(tmp / "tokenizers" / t.id)
-            vocab_sizes[t.id] = len(tok)
+        copied, vocab_sizes = _copy_from_default(specs, tmp, out_dir) if suite != DEFAULT_SUITE else ({}, {})
+        if not vocab_sizes:
+            for t in TOKENIZERS:  # trained once here, loaded by every worker: all its models share it exactly
+                tok = train_tokenizer(t)
+                tok.save_pretrained(tmp / "tokenizers" / t.id)
+                vocab_sizes[t.id] = len(tok)
         # candidates in parallel, one single-threaded process per core: tiny matmuls scale badly across
         # threads, and multi-threaded torch slows down sharply when other jobs share the cores
-        order = sorted(CANDIDATES, key=_estimated_cost, reverse=True)
-        workers = max(1, min(len(order), os.cpu_count() or 1))
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {spec.name: pool.submit(_build_candidate, spec, tmp, progress, i % workers)
-                       for i, spec in enumerate(order)}
-            results = {name: f.result() for name, f in futures.items()}
-        entries = [results[spec.name] for spec in CANDIDATES]
-        manifest = {"version": MANIFEST_VERSION, "spec_hash": spec_hash(), "candidates": entries,
+        order = sorted((s for s in specs if s.name not in copied), key=_estimated_cost, reverse=True)
+        results = dict(copied)
+        if order:
+            workers = max(1, min(len(order), os.cpu_count() or 1))
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {spec.name: pool.submit(_build_candidate, spec, tmp, progress, i % workers)
+                           for i, spec in enumerate(order)}
+                results.update({name: f.result() for name, f in futures.items()})
+        entries = [results[spec.name] for spec in specs]
+        manifest = {"version": MANIFEST_VERSION, "suite": suite, "spec_hash": spec_hash(suite), "candidates": entries,
                     "tokenizers": [{**asdict(t), "vocab_size": vocab_sizes[t.id], "path": f"tokenizers/{t.id}"}
                                    for t in TOKENIZERS],
                     "build_seconds": round(time.perf_counter() - started, 1)}
@@ -366,9 +434,12 @@ def build_zoo(out_dir: Path, progress: bool = True) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     if progress:
         for e in entries:
+            how = "copied" if e["name"] in copied else f"{e['build_seconds']:.0f}s"
             print(f"zoo: {e['name']:<13} {e['model_type']:<9} {e['params']:>9,} params  base loss "
-                  f"{e['base_loss']:.3f}  chat loss {e['chat_loss']:.3f}  {e['build_seconds']:.0f}s", flush=True)
-        print(f"zoo: built {len(entries)} candidates in {manifest['build_seconds']:.0f}s -> {out_dir}", flush=True)
+                  f"{e['base_loss']:.3f}  chat loss {e['chat_loss']:.3f}  {how}", flush=True)
+        print(f"zoo: built {len(entries) - len(copied)} candidates ({len(copied)} copied from the default zoo) "
+              f"in {manifest['build_seconds']:.0f}s -> {out_dir}" if copied else
+              f"zoo: built {len(entries)} candidates in {manifest['build_seconds']:.0f}s -> {out_dir}", flush=True)
     return out_dir
 
 
@@ -384,12 +455,12 @@ def load_manifest(zoo_dir: Path) -> dict:
     return manifest
 
 
-def _is_complete(zoo_dir: Path) -> bool:
+def _is_complete(zoo_dir: Path, suite: str = DEFAULT_SUITE) -> bool:
     try:
         manifest = load_manifest(zoo_dir)
     except (FileNotFoundError, ValueError):
         return False
-    if manifest.get("spec_hash") != spec_hash():
+    if manifest.get("spec_hash") != spec_hash(suite):
         return False
     return all((zoo_dir / c[key] / "config.json").is_file()
                for c in manifest["candidates"] for key in ("path", "base_path"))
@@ -407,12 +478,13 @@ def _build_lock(zoo_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def ensure_zoo(out_dir: Path | None = None, progress: bool = True) -> Path:
-    """The complete zoo at out_dir (default: default_zoo_dir()), building it first if absent or stale."""
-    zoo_dir = Path(out_dir or default_zoo_dir()).resolve()
-    if _is_complete(zoo_dir):
+def ensure_zoo(out_dir: Path | None = None, progress: bool = True, suite: str = DEFAULT_SUITE) -> Path:
+    """The complete zoo of the suite at out_dir (default: default_zoo_dir(suite)), building it first if
+    absent or stale."""
+    zoo_dir = Path(out_dir or default_zoo_dir(suite)).resolve()
+    if _is_complete(zoo_dir, suite):
         return zoo_dir
     with _build_lock(zoo_dir):
-        if not _is_complete(zoo_dir):  # another process may have finished it while we waited
-            build_zoo(zoo_dir, progress=progress)
+        if not _is_complete(zoo_dir, suite):  # another process may have finished it while we waited
+            build_zoo(zoo_dir, progress=progress, suite=suite)
     return zoo_dir
