@@ -168,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="demo data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     demo = data_sub.add_parser("demo", help="write a deterministic demo data set (train.jsonl, eval.jsonl)")
-    demo.add_argument("--task", choices=["qa_long", "extractive_qa"], default="qa_long")
+    from damoc.demo.data import TASKS as DEMO_TASKS
+
+    demo.add_argument("--task", choices=list(DEMO_TASKS), default="qa_long")
     demo.add_argument("--out", required=True, help="output directory")
     demo.add_argument("--train", type=int, default=3000, help="training rows (default 3000)")
     demo.add_argument("--eval", type=int, default=300, help="evaluation rows (default 300)")

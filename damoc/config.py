@@ -190,11 +190,19 @@ class TrainingConfig(_Section):
 class EvaluationConfig(_Section):
     """Stage 5: generate answers for the evaluation set and score them."""
 
+    @model_validator(mode="after")
+    def _predict_or_loglik(self) -> "EvaluationConfig":
+        if not self.predict and self.rank_by != "loglik":
+            raise ValueError("predict: false leaves no metric to rank by; set rank_by: loglik or predict: true")
+        return self
+
     max_new_tokens: int = Field(64, ge=1, description="greedy generation length")
     batch_size: int = Field(16, ge=1, description="prompts per generation batch")
     rank_by: Literal["metric", "loglik"] = Field(
         "metric", description="metric: the task's metric; loglik: mean per-token log-likelihood of the reference "
         "answers (less noisy on weak proxies); both are always reported")
+    predict: bool = Field(True, description="false (with rank_by: loglik): skip generating answers, so evaluation "
+                          "is one forward pass per row and the task metric is not reported")
     tie_confidence: float = Field(0.9, gt=0.0, lt=1.0, description="candidates whose paired-bootstrap interval "
                                   "(over eval rows) of the gap to the winner at this level includes 0 are "
                                   "reported as tied with it")

@@ -30,7 +30,7 @@ def _check_choice_rows(samples: Sequence[Sample], task: str) -> None:
 
 def evaluate_model(model_path: str | Path, samples: Sequence[Sample], task: str, *, max_new_tokens: int = 64,
                    batch_size: int = 16, trust_remote_code: bool = False, progress: bool = False,
-                   n_examples: int = 3, max_length: int = 256) -> dict[str, Any]:
+                   n_examples: int = 3, max_length: int = 256, predict: bool = True) -> dict[str, Any]:
     """Score the checkpoint at ``model_path`` on ``samples`` for the registered task type ``task``.
 
     Returns the task's mean metrics (key ``score``: the ranking metric) and ``samples``, ``eval_seconds``,
@@ -38,7 +38,8 @@ def evaluate_model(model_path: str | Path, samples: Sequence[Sample], task: str,
     ranking metric per row, in sample order; their mean is ``score``), ``row_loglik`` (per row, the mean
     log-likelihood per token of the reference answer + EOS given the prompt, encoded as fine-tuning encodes
     it with ``max_length`` tokens) and ``loglik`` (their mean). Choice tasks generate nothing: each row's
-    prediction is its option with the highest per-token log-likelihood.
+    prediction is its option with the highest per-token log-likelihood. ``predict=False`` skips predicting
+    altogether (one forward pass per row): only ``loglik``/``row_loglik`` are reported, ``score`` is None.
     """
     from damoc.evaluation.tasks import TASKS
 
@@ -48,6 +49,11 @@ def evaluate_model(model_path: str | Path, samples: Sequence[Sample], task: str,
         _check_choice_rows(samples, task)
     tok = load_tokenizer(model_path, trust_remote_code)
     model = load_causal_lm(model_path, trust_remote_code).eval()
+    if not predict:
+        row_loglik = reference_logliks(model, tok, samples, max_length, batch_size)
+        n = len(samples)
+        return {"score": None, "samples": n, "eval_seconds": round(time.perf_counter() - started, 3),
+                "examples": [], "loglik": sum(row_loglik) / n if n else None, "row_loglik": row_loglik}
     if task_type.kind == "choice":
         picks = choice_predictions(model, tok, samples, max_length, batch_size)
         predictions = [s.options[i] for s, i in zip(samples, picks)]

@@ -26,7 +26,7 @@ def rank_results(results: Sequence[CandidateResult]) -> list[dict[str, Any]]:
     for i, r in enumerate(ok, start=1):
         ev = _evaluate_stats(r)
         entry: dict[str, Any] = {"candidate": r.candidate, "score": float(r.score), "rank": i, "status": OK}
-        if "score" in ev:
+        if ev.get("score") is not None:
             entry["metric_score"] = float(ev["score"])
         if ev.get("loglik") is not None:
             entry["loglik"] = float(ev["loglik"])

@@ -124,7 +124,7 @@ def evaluate_step(cfg: RunConfig, candidate: dict[str, Any], model_in: Path, eva
 
         return evaluate_model(str(model_in), read_samples(eval_path), cfg.data.task,
                               max_new_tokens=cfg.evaluation.max_new_tokens, batch_size=cfg.evaluation.batch_size,
-                              max_length=cfg.training.max_length,
+                              max_length=cfg.training.max_length, predict=cfg.evaluation.predict,
                               trust_remote_code=cand.trust_remote_code, progress=progress)
 
     stage = run_stage("evaluate", body, capture_failure=True)

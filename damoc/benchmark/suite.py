@@ -1,0 +1,117 @@
+"""What the selection-fidelity benchmark runs: tasks of the paper's four types, the candidates, the recipes.
+
+Sizes are chosen for 2 CPU cores: the grid-search ground truth (every candidate fine-tuned on all training
+rows, 3 seeds) is computed once per zoo/data/settings version and cached; recipes then cost minutes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+GRID_SEEDS = (0, 1, 2)
+GRID_TRAINING = {"method": "full", "epochs": 3, "learning_rate": 0.005, "batch_size": 16}
+EVAL_BATCH = 64
+
+
+@dataclass(frozen=True)
+class BenchTask:
+    name: str
+    demo_task: str          # damoc.demo.data generator
+    task_type: str          # damoc.evaluation.tasks entry (decides the metric)
+    max_new_tokens: int
+    max_length: int         # training/scoring tokens per row: room for the longest prompt + answer
+    n_train: int = 400
+    n_eval: int = 400
+    options_field: str = ""
+
+    def data_section(self, train: str, eval_: str, max_eval: int | None = None) -> dict[str, Any]:
+        fields = {"instruction": "instruction", "input": "input", "output": "output", "options": self.options_field}
+        section: dict[str, Any] = {"train": train, "eval": eval_, "task": self.task_type, "fields": fields}
+        if max_eval:
+            section["max_eval_samples"] = max_eval
+        return section
+
+
+TASKS: tuple[BenchTask, ...] = (
+    BenchTask("medical_qa", "qa_long", "qa_long", max_new_tokens=80, max_length=224),
+    BenchTask("summarisation", "summarisation", "summarisation", max_new_tokens=64, max_length=288),
+    BenchTask("reading", "extractive_closed", "extractive_qa", max_new_tokens=12, max_length=160),
+    BenchTask("instructions_mc", "instruction_mc", "multiple_choice", max_new_tokens=1, max_length=64,
+              options_field="options"),
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A cheap way to rank the candidates. kind: pipeline (the DaMoC stages with `overrides`), shots (no
+    training: score the chat models with k demonstrations in the prompt), halving (successive halving)."""
+
+    name: str
+    description: str
+    kind: str = "pipeline"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    shots: int = 0
+
+
+_PAPER = {"filter": {"method": "graphcut", "ratio": 0.2},
+          "compression": {"enabled": True, "rate": 0.6, "bertscore_threshold": 0.9},
+          "pruning": {"enabled": True, "rule": "threshold", "threshold": 0.85, "max_prune_fraction": 0.5}}
+PROXY_STEPS = 40  # optimizer steps per proxy (batch 16): ~53% of one grid-search seed's 75 steps
+
+
+def _with(base: dict[str, Any], **sections: dict[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) for k, v in base.items()}
+    for key, value in sections.items():
+        out[key] = {**out.get(key, {}), **value}
+    return out
+
+
+RECIPES: tuple[Recipe, ...] = (
+    Recipe("paper", "GraphCut 20% + token compression 0.6 (gate 0.9) + pruning at 0.85 (cap 50%), grid epochs",
+           overrides=_PAPER),
+    Recipe("steps+fair", "paper's data compression; every candidate loses 25% of its layers; a fixed "
+           f"{PROXY_STEPS}-step budget per proxy", overrides=_with(_PAPER, pruning={"rule": "fraction",
+                                                                   "target_fraction": 0.25},
+                                                           training={"max_steps": PROXY_STEPS})),
+    Recipe("random-filter", "paper recipe with a random 20% instead of GraphCut",
+           overrides=_with(_PAPER, filter={"method": "random"})),
+    Recipe("no-compression", "paper recipe without token compression",
+           overrides=_with(_PAPER, compression={"enabled": False})),
+    Recipe("no-pruning", "paper recipe without layer pruning", overrides=_with(_PAPER, pruning={"enabled": False})),
+    Recipe("filter-only", "GraphCut 20% only", overrides=_with(_PAPER, compression={"enabled": False},
+                                                               pruning={"enabled": False})),
+    Recipe("compress-only", "token compression only (all rows)",
+           overrides=_with(_PAPER, filter={"method": "none"}, pruning={"enabled": False})),
+    Recipe("prune-only", "layer pruning only (all rows, uncompressed)",
+           overrides=_with(_PAPER, filter={"method": "none"}, compression={"enabled": False})),
+    Recipe("0-shot", "no training: score the chat models as they are", kind="shots", shots=0),
+    Recipe("1-shot", "no training: one training example in every prompt", kind="shots", shots=1),
+    Recipe("2-shot", "no training: two training examples in every prompt", kind="shots", shots=2),
+    Recipe("halving", "successive halving on the compressed set: all candidates get a small step budget, "
+           "the better half (by reference log-likelihood) continues with double the steps, until one is left",
+           kind="halving", overrides=_with(_PAPER, pruning={"rule": "fraction", "target_fraction": 0.25})),
+)
+UNAVAILABLE = {"LLMLingua+LaCo": "needs the llmlingua compression mode and the LaCo pruning baseline (issues 7, 9)",
+               "LongLLMLingua+LaCo": "needs the longllmlingua compression mode and LaCo (issues 7, 9)"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    tasks: tuple[str, ...]
+    recipes: tuple[str, ...]
+    proxy_eval_rows: int | None  # None: all eval rows
+
+
+VARIANTS = {
+    "quick": Variant("quick", ("medical_qa", "instructions_mc"), ("paper", "steps+fair", "0-shot"), 100),
+    "full": Variant("full", tuple(t.name for t in TASKS), tuple(r.name for r in RECIPES), None),
+}
+
+
+def task(name: str) -> BenchTask:
+    return next(t for t in TASKS if t.name == name)
+
+
+def recipe(name: str) -> Recipe:
+    return next(r for r in RECIPES if r.name == name)
