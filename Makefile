@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 export DS_BUILD_OPS := 0
 OUT ?= runs
 
-.PHONY: help install install-test zoo demo grid compare test test-all compile clean images image-component image-train image-rewriter bench-filter
+.PHONY: help install install-test zoo demo grid compare test test-all compile clean images image-component image-train image-rewriter bench-filter bench-select bench-select-quick
 help:
 	@echo "make demo       install, build the tiny zoo + demo data if absent, run a DaMoC selection (kfp.local)"
 	@echo "make test       install (with test extras), build the zoo if absent, run the default test suite"
@@ -18,6 +18,7 @@ help:
 	@echo "make grid       the same quickstart in grid_search mode (the ground truth)"
 	@echo "make compare    DaMoC vs grid search: top-1 agreement, rank correlation, wall-time ratio"
 	@echo "make compile    recompile pipelines/compiled/damoc_pipeline.yaml"
+	@echo "make bench-select / bench-select-quick   selection fidelity vs grid search (docs/benchmarks/select.md)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -107,3 +108,11 @@ $(BENCH_VENV)/.installed:
 
 bench-filter: install $(BENCH_VENV)/.installed
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_filter.py $(BENCH_ARGS)
+
+# Selection fidelity vs grid search (4 task types x 7 bench-zoo candidates). The grid-search ground truth
+# (3 seeds) is computed on the first run and cached under $(DAMOC_HOME)/bench; see docs/benchmarks/select.md.
+bench-select: install
+	$(BIN)/python benchmarks/bench_select.py
+
+bench-select-quick: install
+	$(BIN)/python benchmarks/bench_select.py --quick

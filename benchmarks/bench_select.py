@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from damoc.benchmark.report import write_report
 
     results = run_recipes(tasks, recipes, candidates, root, variant, workers=args.workers)
-    doc = write_report(truth, results, tasks, recipes, candidates, variant, Path(args.out),
+    doc = write_report(truth, results, tasks, recipes, candidates, variant, Path(args.out), root=root,
                        total_seconds=time.time() - started)
     print(doc["summary_text"])
     return 0
