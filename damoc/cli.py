@@ -4,13 +4,42 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
-EPILOG = "Docs: README.md (Run configuration, Outputs). Exit codes: 0 ok, 1 run failed, 2 bad input."
+EPILOG = ("Docs: README.md (Run configuration, Outputs), docs/reliability.md. Exit codes: 0 ok, 1 run failed, "
+          "2 bad input, 130 interrupted. --debug (anywhere on the line) shows tracebacks.")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class UsageError(ValueError):
+    """A bad command-line argument that argparse cannot check itself (e.g. --out names a file)."""
+
+
+def strip_ansi(text: str) -> str:
+    """Drop terminal colour codes (kfp.local colours its messages) so errors read cleanly in files and CI logs."""
+    return _ANSI.sub("", text)
+
+
+def _out_dir(path: str, flag: str = "--out") -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{flag} {path}: is an existing file; {flag} takes a directory")
+    return out
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -39,14 +68,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = dict(args.set or [])
     if args.mode:
         overrides["mode"] = args.mode
-    cfg = resolve_builtins(load_config(args.config, overrides))
-    if args.dry_run:
+    out = _out_dir(args.out)
+    cfg = load_config(args.config, overrides)
+    _check_relative_paths(cfg, Path(args.config), overrides)
+    if args.dry_run:  # nothing is built or downloaded: zoo:// and demo:// are resolved by a real run
         print(cfg.model_dump_json(indent=2))
         return 0
+    cfg = resolve_builtins(_absolute_overrides(cfg, overrides))
     _preflight_data(cfg)
     from damoc_pipelines.local_runner import run_local
 
-    out = Path(args.out)
     print(f"DaMoC: running '{cfg.mode}' on {len(cfg.candidates)} candidate(s) locally via kfp.local -> {out}")
     selection = run_local(cfg, out)
     _print_ranking(selection)
@@ -54,14 +85,60 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _preflight_data(cfg) -> None:
-    """Fail before any task starts when local data files lack the mapped columns (cheap: first rows)."""
-    from damoc import storage
-    from damoc.data.io import load_samples
+def _check_relative_paths(cfg, config_path: Path, overrides: dict[str, Any]) -> None:
+    """Relative paths in a config file mean "next to the config" (README). The loader resolves those that exist
+    there; one still relative here was not found there, and must not silently become a same-named file in the
+    current directory. Paths given with --set are relative to the current directory, as on any command line."""
+    from damoc.config import ConfigError
+    from damoc.data.io import DataError
 
-    for uri in (cfg.data.train, cfg.data.eval):
-        if not storage.is_s3(uri):
-            load_samples(uri, cfg.data.fields.model_dump(), limit=5)
+    base = config_path.resolve().parent
+
+    def from_file(value: str | None, key: str) -> bool:
+        return bool(value) and key not in overrides and "://" not in value and not Path(value).is_absolute()
+
+    for key, value in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval)):
+        if from_file(value, key):
+            raise DataError(f"{key}: {value}: file not found next to the config ({base / value}); relative "
+                            "paths resolve against the config file's directory, not the current directory")
+    models = [(f"candidates[{i}].{k}", getattr(c, k)) for i, c in enumerate(cfg.candidates)
+              for k in ("path", "base_path")]
+    models.append(("compression.scorer_model", cfg.compression.scorer_model))
+    for key, value in models:
+        if not from_file(value, key):
+            continue
+        # A hub id (org/name) is also relative-looking; only refuse what is clearly meant as a local path.
+        if value.startswith(("./", "../")) or Path(value).exists():
+            raise ConfigError(f"{key}: {value}: not found next to the config ({base / value}); relative paths "
+                              "resolve against the config file's directory (a same-named folder in the current "
+                              "directory is not used); give an absolute path or one relative to the config")
+
+
+def _absolute_overrides(cfg, overrides: dict[str, Any]):
+    """Data paths given with --set are relative to the current directory: make them absolute for the tasks."""
+    update = {key: str(Path(getattr(cfg.data, key)).resolve()) for key in ("train", "eval")
+              if f"data.{key}" in overrides and "://" not in getattr(cfg.data, key)}
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update=update)}) if update else cfg
+
+
+def _preflight_data(cfg) -> None:
+    """Before any task starts: every row the run will read, of both files (local or s3://), in one streaming
+    pass each; every bad row is reported (up to 20) with its file, row and field."""
+    from damoc.data.io import DataError, validate_data
+    from damoc.evaluation.tasks import TASKS
+    from damoc.storage import StorageError
+
+    fields = cfg.data.fields.model_dump()
+    choice = TASKS.get(cfg.data.task).kind == "choice"
+    problems: list[str] = []
+    for uri, limit, require_options in ((cfg.data.train, cfg.data.max_train_samples, False),
+                                        (cfg.data.eval, cfg.data.max_eval_samples, choice)):
+        try:
+            validate_data(uri, fields, limit=limit, require_options=require_options)
+        except (DataError, StorageError) as err:  # both files are reported in one go
+            problems.append(str(err))
+    if problems:
+        raise DataError("\n".join(problems))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -75,7 +152,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     from damoc_pipelines.compile import compile_pipeline
 
-    print(compile_pipeline(args.out))
+    print(compile_pipeline(_out_dir(args.out)))
     return 0
 
 
@@ -96,7 +173,7 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 def cmd_data_demo(args: argparse.Namespace) -> int:
     from damoc.demo.data import write_demo
 
-    paths = write_demo(args.task, Path(args.out), n_train=args.train, n_eval=args.eval, seed=args.seed)
+    paths = write_demo(args.task, _out_dir(args.out), n_train=args.train, n_eval=args.eval, seed=args.seed)
     for split, path in paths.items():
         print(f"{split}: {path}")
     return 0
@@ -133,6 +210,8 @@ def cmd_config_table(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="damoc", epilog=EPILOG,
                                 description="Pick the open LLM to fine-tune on your domain data (DaMoC).")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also DAMOC_DEBUG=1); "
+                   "accepted anywhere on the command line")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a selection locally (kfp.local) and print the ranking", epilog=EPILOG)
@@ -172,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo.add_argument("--task", choices=list(DEMO_TASKS), default="qa_long")
     demo.add_argument("--out", required=True, help="output directory")
-    demo.add_argument("--train", type=int, default=3000, help="training rows (default 3000)")
-    demo.add_argument("--eval", type=int, default=300, help="evaluation rows (default 300)")
+    demo.add_argument("--train", type=_positive_int, default=3000, help="training rows (default 3000)")
+    demo.add_argument("--eval", type=_positive_int, default=300, help="evaluation rows (default 300)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_data_demo)
 
@@ -200,22 +279,47 @@ def _default_threads() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _error(text: str) -> None:
+    print(f"error: {strip_ansi(text)}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit codes: 0 ok, 1 the run failed, 2 bad input (one `error:` line, or one per bad row), 130 interrupted.
+    No traceback unless --debug (or DAMOC_DEBUG=1)."""
     _default_threads()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("DAMOC_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
     from damoc.config import ConfigError
     from damoc.data.io import DataError
+    from damoc.storage import StorageError
 
     try:
         return args.func(args)
-    except (ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM during a run (local_runner.RunInterrupted)
+        if debug:
+            raise
+        signum = getattr(err, "signum", 2)
+        what = "Ctrl-C" if signum == 2 else f"signal {err}"
+        _error(f"interrupted ({what}): stopped, task processes included; the output directory still holds the "
+               "last completed run's results")
+        return 128 + signum
+    except (ConfigError, DataError, StorageError, UsageError) as err:
+        if debug:
+            raise
+        _error(str(err))
+        return 2
+    except OSError as err:  # e.g. an output directory that cannot be written
+        if debug:
+            raise
+        _error(f"{err.filename or ''}{': ' if err.filename else ''}{err.strerror or err}")
         return 2
     except RuntimeError as err:  # kfp.local reports a failed task this way; its log is printed above
-        if os.environ.get("DAMOC_DEBUG"):
+        if debug:
             raise
-        print(f"error: run failed: {err}\n(earlier results in the output directory were left as they were; "
-              "set DAMOC_DEBUG=1 for a traceback)", file=sys.stderr)
+        _error(f"run failed: {err}\n(earlier results in the output directory were left as they were; "
+               "add --debug for a traceback)")
         return 1
 
 

@@ -13,14 +13,15 @@ All failures raise StorageError; messages name the bucket/key but never the cred
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import urllib3
@@ -353,8 +354,22 @@ def _s3_kind(uri: str) -> str | None:
     return "dir" if first is not None else None
 
 
+def endpoint_slug() -> str:
+    """The configured S3 endpoint as a directory name: caches of two object stores never mix."""
+    settings = s3_settings_from_env()
+    text = f"{'https' if settings.secure else 'http'}_{settings.endpoint}"
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in text)
+
+
+def s3_cache_dir() -> Path:
+    from damoc.paths import damoc_home
+
+    return damoc_home() / "s3-cache" / endpoint_slug()
+
+
 def localize(uri: str, cache_dir: str | Path | None = None) -> Path:
-    """A local path for `uri`: local paths as they are; S3 objects/prefixes downloaded to cache_dir.
+    """A local path for `uri`: local paths as they are; S3 objects/prefixes downloaded to cache_dir
+    (default: $DAMOC_HOME/s3-cache/ENDPOINT; the caller owns what it puts there).
 
     An S3 URI is a file if an object has exactly that key, otherwise a directory prefix (checkpoints).
     """
@@ -365,7 +380,8 @@ def localize(uri: str, cache_dir: str | Path | None = None) -> Path:
     if kind is None:
         raise StorageError(f"{uri}: nothing found (no object with key '{key}' and no objects "
                            f"under that prefix in bucket '{bucket}')")
-    root = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="damoc-s3-"))
+    # No cache_dir: a cache under $DAMOC_HOME, refreshed on every call (never a temp folder left behind).
+    root = Path(cache_dir) if cache_dir is not None else s3_cache_dir()
     relative = f"{bucket}/{key.rstrip('/')}".rstrip("/")
     target = _safe_join(root, relative, uri)
     if kind == "file":
@@ -436,6 +452,51 @@ def read_text(uri: str) -> str:
         finally:
             response.close()
             response.release_conn()
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable raw stream over an iterator of byte chunks (an HTTP response body, read as it arrives)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks, self._pending = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while not self._pending:
+            self._pending = next(self._chunks, b"")
+            if not self._pending:
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n], self._pending = self._pending[:n], self._pending[n:]
+        return n
+
+
+@contextmanager
+def open_read(uri: str) -> Iterator[BinaryIO]:
+    """A binary stream of a local file or an S3 object (streamed from the response, not copied to disk).
+
+    A connection dropped mid-stream raises StorageError naming the URI; other errors raised by the reader
+    (e.g. the caller's own parse errors) pass through unchanged.
+    """
+    if not is_s3(uri):
+        with _wrapped("read", uri):
+            fh = _local_path(uri).open("rb")
+        with fh:
+            yield fh
+        return
+    bucket, key = _object_key(uri)
+    with _wrapped("read", uri):
+        response = client_from_env().get_object(bucket, key)
+    try:
+        yield io.BufferedReader(_ChunkReader(response.stream(1 << 16)), buffer_size=1 << 16)
+    except urllib3.exceptions.HTTPError as err:
+        raise StorageError(_scrub(f"read {uri} failed mid-stream: {type(err).__name__}: {err}; nothing was "
+                                  "kept, retry when the S3 endpoint is reachable")) from None
+    finally:
+        response.close()
+        response.release_conn()
 
 
 def write_text(uri: str, text: str) -> None:

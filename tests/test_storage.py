@@ -221,8 +221,16 @@ def test_localize_file_vs_prefix(bucket: str, tmp_path: Path):
         local_dir = storage.localize(uri, cache)
         assert local_dir.is_dir() and _tree(local_dir) == files
 
-    default = storage.localize(f"s3://{bucket}/data/train.jsonl")  # default cache: a temp dir
+
+def test_localize_default_cache_is_under_damoc_home_per_endpoint(bucket: str, tmp_path: Path, clean_env):
+    storage.write_text(f"s3://{bucket}/data/train.jsonl", '{"q": 1}\n')
+    clean_env.setenv("DAMOC_HOME", str(tmp_path / "home"))
+    clean_env.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    default = storage.localize(f"s3://{bucket}/data/train.jsonl")  # default cache: $DAMOC_HOME, not a temp dir
     assert default.read_text() == '{"q": 1}\n'
+    assert default.is_relative_to(tmp_path / "home" / "s3-cache" / storage.endpoint_slug())
+    assert "127.0.0.1" in storage.endpoint_slug() and list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_localize_refreshes_prefix_copy(bucket: str, tmp_path: Path):

@@ -17,7 +17,8 @@ def resolve_model_source(uri: str) -> str:
     """A path or hub id that `from_pretrained` accepts. s3:// checkpoints are downloaded first."""
     if storage.is_s3(uri):
         bucket, key = storage.split_s3(uri)
-        dest = model_cache_dir() / bucket / key.strip("/")
+        # keyed by endpoint too: the same bucket/key on two object stores are two checkpoints
+        dest = model_cache_dir() / storage.endpoint_slug() / bucket / key.strip("/")
         if not (dest / "config.json").is_file():
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".download-"))
