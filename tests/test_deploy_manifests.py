@@ -39,10 +39,21 @@ SCHEMAS = Path(os.environ.get("DAMOC_SHARED", REPO.parent / "shared")) / "schema
 K8S_VERSIONS = ["1.30.0", "1.37.0"]
 NS = "team-a"
 
+# Exactly what damoc/cluster/training_job.py calls (test_launcher_role_matches_the_code checks it).
 LAUNCHER_RULES = {
-    ("kubeflow.org", "pytorchjobs"): {"create", "get", "list", "watch", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
+    ("kubeflow.org", "pytorchjobs"): {"create", "get", "delete"},
+    ("", "pods"): {"list"},
     ("", "pods/log"): {"get"},
+}
+# Kubernetes client method -> the (apiGroup, resource, verb) it needs.
+_API_CALLS = {
+    "create_namespaced_custom_object": ("kubeflow.org", "pytorchjobs", "create"),
+    "get_namespaced_custom_object": ("kubeflow.org", "pytorchjobs", "get"),
+    "delete_namespaced_custom_object": ("kubeflow.org", "pytorchjobs", "delete"),
+    "list_namespaced_custom_object": ("kubeflow.org", "pytorchjobs", "list"),
+    "list_namespaced_pod": ("", "pods", "list"),
+    "read_namespaced_pod": ("", "pods", "get"),
+    "read_namespaced_pod_log": ("", "pods/log", "get"),
 }
 REGISTRAR_RULES = {("pipelines.kubeflow.org", "pipelines"): {"create", "get", "list"}}
 SCHEDULER_RULES = {
@@ -708,3 +719,18 @@ def test_make_images_builds_and_pushes_all_three():
         assert f"-f docker/{dockerfile}" in proc.stdout
         assert f"-t r.example/ml/{name}:9.9" in proc.stdout
         assert f"push r.example/ml/{name}:9.9" in proc.stdout
+
+
+def test_launcher_role_matches_the_code():
+    """Least privilege (issue 12): the Role grants exactly the Kubernetes calls the cluster code makes."""
+    code = "\n".join(p.read_text() for p in (REPO / "damoc" / "cluster").glob("*.py"))
+    called = set(re.findall(r"api\.(\w+)\(", code))  # api. and core_api.
+    unknown = {c for c in called if c not in _API_CALLS and ("namespaced" in c or c.startswith(("create", "patch")))}
+    assert not unknown, f"add {unknown} to _API_CALLS and the Role"
+    needed: dict[tuple[str, str], set[str]] = {}
+    for call in called & set(_API_CALLS):
+        group, resource, verb = _API_CALLS[call]
+        needed.setdefault((group, resource), set()).add(verb)
+    assert needed == LAUNCHER_RULES
+    role = yaml.safe_load((MANIFESTS / "role.yaml").read_text())
+    assert _rules(role) == LAUNCHER_RULES
