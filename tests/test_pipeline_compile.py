@@ -63,3 +63,20 @@ def test_fan_out_fan_in_and_accelerators():
     outputs = spec["components"]["comp-evaluate-model"]["outputDefinitions"]["parameters"]
     assert set(outputs) == {"result"}  # named outputs, not the anonymous "Output"
     assert set(spec["components"]["comp-validate-config"]["outputDefinitions"]["parameters"]) == {"started_at"}
+
+
+def test_metrics_and_html_artifacts_for_the_kfp_ui():
+    spec, _ = _docs(COMPILED_DIR / COMPILED_NAME)
+    comps = spec["components"]
+
+    def artifacts(name):
+        outs = comps[name].get("outputDefinitions", {}).get("artifacts", {})
+        return {k: v["artifactType"]["schemaTitle"] for k, v in outs.items()}
+
+    for name in ("comp-prepare-data", "comp-filter-data", "comp-compress-data", "comp-prune-model",
+                 "comp-finetune-model", "comp-evaluate-model", "comp-rank-candidates"):
+        assert artifacts(name).get("metrics") == "system.Metrics", name
+    rank = artifacts("comp-rank-candidates")
+    assert rank["report"] == "system.Markdown" and rank["report_html"] == "system.HTML"
+    # the pipeline's output is still the selected candidate
+    assert set(spec["root"]["outputDefinitions"]["parameters"]) == {"Output"}
