@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                         "truth and stop")
     parser.add_argument("--recipes", help="comma-separated recipe names (default: the variant's)")
     parser.add_argument("--tasks", help="comma-separated task names (default: the variant's)")
+    parser.add_argument("--candidates", help="comma-separated bench-zoo candidates (default: all)")
+    parser.add_argument("--eval-rows", type=int, help="proxy evaluation rows (default: the variant's)")
     parser.add_argument("--workers", type=int, default=2, help="parallel single-thread jobs (default 2)")
     parser.add_argument("--out", default="docs/benchmarks", help="where select.md/json and plots go")
     parser.add_argument("--root", default=None, help="cache and scratch (default $DAMOC_HOME/bench)")
@@ -44,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from damoc.benchmark.ground_truth import ground_truth, zoo_candidates
 
-    candidates = zoo_candidates(zoo)
+    candidates = zoo_candidates(zoo, args.candidates.split(",") if args.candidates else None)
+    if args.eval_rows:
+        import dataclasses
+
+        variant = dataclasses.replace(variant, proxy_eval_rows=args.eval_rows)
     started = time.time()
     truth = {}
     for t in tasks:

@@ -49,6 +49,6 @@ class CandidateResult(_Result):
     def layers(self) -> str | None:
         """'kept/total' layers when pruning ran, else None."""
         prune = self.stages.get("prune")
-        if prune is None or "num_layers_after" not in prune.stats:
+        if prune is None or prune.stats.get("num_layers_after") is None:
             return None
         return f"{prune.stats['num_layers_after']}/{prune.stats['num_layers_before']}"

@@ -73,7 +73,8 @@ def prune_step(cfg: RunConfig, candidate: dict[str, Any], calibration_path: Path
         except Exception as err:  # noqa: BLE001 — fall back to the unpruned checkpoint, flagged
             if _layer_count(cand.path, cand.trust_remote_code) is None:
                 raise  # the chat checkpoint itself is unreadable: training it would fail too
-            unpruned(f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
+            first_sentence = str(err).splitlines()[0].split(". ")[0][:200]  # the hint on how to fix is in the log
+            unpruned(f"{type(err).__name__}: {first_sentence}")
         write_model_ref(model_out, str(model_out / "checkpoint"))
         return stats
 
