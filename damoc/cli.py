@@ -98,9 +98,13 @@ def _check_relative_paths(cfg, config_path: Path, overrides: dict[str, Any]) -> 
         return bool(value) and key not in overrides and "://" not in value and not Path(value).is_absolute()
 
     for key, value in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval)):
-        if from_file(value, key):
-            raise DataError(f"{key}: {value}: file not found next to the config ({base / value}); relative "
-                            "paths resolve against the config file's directory, not the current directory")
+        # the loader made file-relative data paths absolute (next to the config) whether they exist or not
+        if key in overrides or "://" in value or Path(value).exists():
+            continue
+        if Path(value).resolve().is_relative_to(base):
+            raise DataError(f"{key}: {Path(value).relative_to(base)}: file not found next to the config ({value}); "
+                            "relative paths resolve against the config file's directory, not the current directory")
+        raise DataError(f"{key}: {value}: file not found")
     models = [(f"candidates[{i}].{k}", getattr(c, k)) for i, c in enumerate(cfg.candidates)
               for k in ("path", "base_path")]
     models.append(("compression.scorer_model", cfg.compression.scorer_model))

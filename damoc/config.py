@@ -268,26 +268,33 @@ def _format_error(source: str, err: ValidationError) -> str:
 def _resolve_relative(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """Make local relative paths in the config relative to the config file, as users expect."""
 
-    def fix(value: Any) -> Any:
-        if isinstance(value, str) and value and "://" not in value and not Path(value).is_absolute():
-            candidate = base_dir / value
-            if candidate.exists():
-                return str(candidate.resolve())
+    def relative(value: Any) -> bool:
+        return isinstance(value, str) and bool(value) and "://" not in value and not Path(value).is_absolute()
+
+    def fix_data(value: Any) -> Any:
+        # data paths are always files: a relative one means next to the config, found there or not (a missing
+        # one is then reported with its full path, never replaced by a same-named file in the working dir)
+        return str((base_dir / value).resolve()) if relative(value) else value
+
+    def fix_model(value: Any) -> Any:
+        # a model reference may be a hub id ("org/name"): only an existing dir or an explicit ./ ../ path is local
+        if relative(value) and ((base_dir / value).exists() or value.startswith(("./", "../"))):
+            return str((base_dir / value).resolve())
         return value
 
     data = raw.get("data")
     if isinstance(data, dict):
         for key in ("train", "eval"):
             if key in data:
-                data[key] = fix(data[key])
+                data[key] = fix_data(data[key])
     for cand in raw.get("candidates") or []:
         if isinstance(cand, dict):
             for key in ("path", "base_path"):
                 if key in cand:
-                    cand[key] = fix(cand[key])
+                    cand[key] = fix_model(cand[key])
     comp = raw.get("compression")
     if isinstance(comp, dict) and comp.get("scorer_model"):
-        comp["scorer_model"] = fix(comp["scorer_model"])
+        comp["scorer_model"] = fix_model(comp["scorer_model"])
     return raw
 
 

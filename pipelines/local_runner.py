@@ -30,7 +30,7 @@ from typing import Any, Iterator
 from damoc.config import RunConfig
 from damoc.config_params import to_pipeline_arguments
 
-RESULT_NAMES = ("selection.json", "report.md", "pipeline_root")
+RESULT_NAMES = ("selection.json", "report.md", "report.html", "pipeline_root")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _KILL_GRACE_S = 5.0
 

@@ -57,7 +57,12 @@ def test_relative_paths_resolve_against_config_file(tmp_path):
     (tmp_path / "t.jsonl").write_text("{}\n")
     cfg = load_config(_write(tmp_path, MINIMAL))
     assert cfg.data.train == str((tmp_path / "t.jsonl").resolve())
-    assert cfg.data.eval == "e.csv"  # does not exist: left as given
+    # missing next to the config: still next to the config (reported there), never a same-named file in the cwd
+    assert cfg.data.eval == str((tmp_path / "e.csv").resolve())
+    doc = {**MINIMAL, "candidates": [{"name": "a", "path": "org/model"}, {"name": "b", "path": "./ckpt"}]}
+    cfg = load_config(_write(tmp_path, doc))
+    assert cfg.candidates[0].path == "org/model"  # a hub id stays a hub id
+    assert cfg.candidates[1].path == str((tmp_path / "ckpt").resolve())
 
 
 def test_overrides_apply_dotted_keys(tmp_path):
