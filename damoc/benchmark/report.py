@@ -13,7 +13,8 @@ import numpy as np
 from damoc import atomic
 from damoc.benchmark.agreement import agreement, ground_truth_summary
 from damoc.benchmark.recipes import ground_truth_costs
-from damoc.benchmark.suite import UNAVAILABLE, BenchTask, Variant, recipe as get_recipe
+from damoc.benchmark.suite import (GRID_SEEDS, GRID_TRAINING, UNAVAILABLE, BenchTask, Variant,
+                                   recipe as get_recipe)
 from damoc.selection.uncertainty import paired_bootstrap
 
 SIGNALS = {"metric": ("score", "row_scores"), "loglik": ("loglik", "row_loglik"), "halving": ("halving_score", None)}
@@ -204,6 +205,15 @@ def write_report(truth: dict, results: dict, tasks: list[BenchTask], recipes: li
             for name, msgs in flags.items():
                 lines.append(f"- {rec} / {t} / `{name}`: {'; '.join(msgs)}")
         lines.append("")
+    lines += ["## Setup", "", f"Grid search (ground truth): every candidate fine-tuned on all training rows, "
+              f"{GRID_TRAINING}, seeds {list(GRID_SEEDS)}, scored on all eval rows.", ""]
+    lines += _table(["task", "task type (metric)", "train rows", "eval rows", "max tokens/row", "max new tokens"],
+                    [[t.name, t.task_type, t.n_train, t.n_eval, t.max_length, t.max_new_tokens] for t in tasks])
+    lines += ["", "Recipes:", ""]
+    lines += [f"- `{name}`: {get_recipe(name).description}" for name in recipes]
+    lines += ["", "Signals: `metric` ranks by the proxies' task metric, `loglik` by the mean per-token "
+              "log-likelihood of the eval references (the same proxies, no extra training); `halving` by rounds "
+              "survived, then the last log-likelihood.", ""]
     lines += ["## Not available yet", ""] + [f"- {k}: {v}" for k, v in UNAVAILABLE.items()] + [""]
     lines += [f"![{p}]({p})" for p in plots]
     text = "\n".join(lines) + "\n"
