@@ -173,18 +173,64 @@ class TrainingConfig(_Section):
     epochs: float = Field(1.0, gt=0.0, description="passes over the training samples")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps per candidate; overrides epochs "
                                   "(a fixed budget however small the filtered set); null: epochs decide")
-    learning_rate: float = Field(1e-3, gt=0.0, description="peak learning rate (cosine schedule)")
-    batch_size: int = Field(16, ge=1, description="samples per optimizer step")
+    learning_rate: float = Field(1e-3, gt=0.0, description="peak learning rate (reached after warmup; then "
+                                 "lr_scheduler)")
+    batch_size: int = Field(16, ge=1, description="samples per optimizer step over all processes (effective batch "
+                            "= micro batch x gradient_accumulation_steps x processes; must divide evenly)")
     max_length: int = Field(256, ge=16, description="tokens per sample (prompt cut from the left first)")
     seed: int = Field(0, description="seed of initialisation-dependent parts and data order")
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha")
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts",
+                          "polynomial", "inverse_sqrt"] = Field(
+        "cosine", description="learning-rate schedule after warmup (the HF Trainer's lr_scheduler_type)")
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="share of the optimizer steps with a linear "
+                                "warmup from 0 to learning_rate (rounded up to whole steps)")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW decoupled weight decay (not on biases and norms)")
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW beta1")
+    adam_beta2: float = Field(0.999, ge=0.0, lt=1.0, description="AdamW beta2")
+    adam_epsilon: float = Field(1e-8, gt=0.0, description="AdamW epsilon")
+    max_grad_norm: float = Field(1.0, ge=0.0, description="gradient-norm clipping (0: off)")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="micro batches summed per optimizer step "
+                                             "(divides batch_size; e.g. the paper's 64 = 4 x 16 on one GPU)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass "
+                                         "(less memory, ~30% more compute)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="mixed precision; auto: bf16 on a GPU that supports it, fp32 otherwise (CPU); fp16 "
+        "needs a GPU")
+    deepspeed: Literal["zero2", "zero3"] | None = Field(
+        None, description="DeepSpeed ZeRO stage under the HF Trainer (config generated and validated by "
+        "damoc.training.deepspeed_config); null: plain PyTorch")
+    deepspeed_offload: bool = Field(False, description="with deepspeed: offload optimizer states (zero3: and "
+                                    "parameters) to CPU memory")
+    save_steps: int | None = Field(None, ge=1, description="write a resumable checkpoint every N optimizer steps "
+                                   "next to the output; a rerun with the same model, data and settings resumes "
+                                   "from the last one; null: no checkpoints")
+    processes: int | None = Field(None, ge=1, description="training processes per node (torchrun, pytorchjob); "
+                                  "null: the GPUs visible, else 1")
+    nodes: int = Field(1, ge=1, description="pytorchjob: nodes (replicas: one master + nodes-1 workers)")
+    gpus_per_node: int = Field(1, ge=0, description="pytorchjob: GPUs requested per node (0: CPU-only pods)")
+    image: str | None = Field(None, description="pytorchjob: training container image; null: "
+                              "$DAMOC_TRAINING_IMAGE (the namespace and S3 secret name also come from the "
+                              "environment, see damoc.training.launchers)")
+    staging_uri: str | None = Field(None, description="pytorchjob: s3:// prefix where the job's pods read the "
+                                    "model and samples and write the trained model; null: "
+                                    "$DAMOC_TRAINING_STAGING_URI")
 
     @field_validator("launcher")
     @classmethod
     def _known_launcher(cls, value: str) -> str:
         return _registered("damoc.training.launchers", "LAUNCHERS", value)
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> "TrainingConfig":
+        if self.batch_size % self.gradient_accumulation_steps:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by gradient_accumulation_steps "
+                             f"{self.gradient_accumulation_steps}")
+        if self.deepspeed_offload and self.deepspeed is None:
+            raise ValueError("deepspeed_offload needs deepspeed: zero2 or zero3")
+        return self
 
 
 class EvaluationConfig(_Section):

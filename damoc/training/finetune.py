@@ -3,10 +3,38 @@
 Loss is on the answer (and eos) only; the prompt tokens are masked, as in instruction tuning.
 The result is always a plain HF checkpoint (LoRA adapters are merged) so evaluation and later
 stages need not know how it was trained.
+
+The same function runs in one process (launcher ``in_process``) and in every process of a
+``torchrun`` / PyTorchJob launch (``damoc.training.worker``): the world size comes from the
+environment torchrun sets (``WORLD_SIZE``, ``RANK``), and only rank 0 writes the checkpoint.
+
+Settings (``TrainingConfig``) map onto ``TrainingArguments``:
+
+- ``batch_size`` is the effective batch per optimizer step over all processes; the per-device micro
+  batch is ``batch_size / (gradient_accumulation_steps x world size)`` (an error if not whole).
+- ``warmup_ratio`` is passed as ``warmup_steps=<float in [0, 1)>``, which transformers >= 5 reads as a
+  ratio of the total steps, rounded up (``TrainingArguments.get_warmup_steps``). The former hard-coded
+  ``warmup_steps=0.03`` meant exactly this, so the default (0.03) trains bit-identically to before.
+- ``precision`` auto: bf16 mixed precision on a CUDA GPU that supports it, fp32 otherwise.
+- ``deepspeed`` zero2/zero3: a config from :mod:`damoc.training.deepspeed_config` ("auto" batch,
+  clipping and optimizer values, so ``TrainingArguments`` stays the single source of truth),
+  validated with DeepSpeed's classes for this world size. Without torchrun (in-process) a
+  one-process rendezvous on 127.0.0.1 is set up in the environment, as DeepSpeed requires.
+- ``save_steps``: checkpoints every N steps under ``.<out>.trainer/run-<fingerprint>/`` next to
+  the output; the fingerprint covers the model path, the samples and every setting that changes
+  the optimisation, so a rerun resumes only the same training. Removed after a successful save.
+
+Timings: ``train_seconds`` is the Trainer's own ``train_runtime`` (the optimisation loop; on a
+resumed run only the resumed part); ``load_seconds`` (tokenizer, model, encoding) and
+``save_seconds`` (merge and write) are reported apart; ``wall_seconds`` is all of it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -61,46 +89,187 @@ def _wrap_lora(model, settings: TrainingConfig):
     return get_peft_model(model, cfg)
 
 
+#: Settings that do not change what is optimised (where or how often it runs), left out of the fingerprint.
+_NOT_FINGERPRINTED = {"launcher", "processes", "nodes", "gpus_per_node", "image", "staging_uri", "save_steps"}
+
+
+def resolve_precision(precision: str) -> str:
+    """fp32, bf16 or fp16 for this machine: auto is bf16 on a CUDA GPU that supports it, fp32 otherwise."""
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp16" and not cuda:
+        raise ValueError("training.precision fp16 needs a CUDA GPU (use fp32 or bf16 on CPU)")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"training.precision: unknown value {precision!r}")
+    return precision
+
+
+def dist_world() -> tuple[int, int]:
+    """(world size, global rank) of this process: from torchrun's environment, else (1, 0)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1), int(os.environ.get("RANK", "0") or 0)
+
+
+def micro_batch_size(settings: TrainingConfig, world: int) -> int:
+    per_step = settings.gradient_accumulation_steps * world
+    if settings.batch_size % per_step:
+        raise ValueError(f"training.batch_size {settings.batch_size} is not divisible by gradient_accumulation_steps "
+                         f"{settings.gradient_accumulation_steps} x {world} process(es); the effective batch per "
+                         "optimizer step must split evenly into micro batches")
+    return settings.batch_size // per_step
+
+
+def deepspeed_settings(settings: TrainingConfig, precision: str, world: int) -> dict[str, Any] | None:
+    """The validated DeepSpeed config for ``settings.deepspeed`` (None when DeepSpeed is off)."""
+    if settings.deepspeed is None:
+        return None
+    from damoc.training.deepspeed_config import deepspeed_config, validate_deepspeed_config
+
+    stage = {"zero2": 2, "zero3": 3}[settings.deepspeed]
+    cfg = deepspeed_config(stage, bf16=precision == "bf16", fp16=precision == "fp16",
+                           gradient_accumulation_steps="auto", micro_batch_size="auto", gradient_clipping="auto",
+                           offload_optimizer=settings.deepspeed_offload,
+                           offload_params=settings.deepspeed_offload and stage == 3)
+    validate_deepspeed_config(cfg, world_size=world)
+    return cfg
+
+
+def _ensure_rendezvous_env() -> None:
+    """DeepSpeed initialises torch.distributed even for one process: give it a local one-process group."""
+    if "WORLD_SIZE" in os.environ:
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "LOCAL_RANK": "0",
+                       "WORLD_SIZE": "1"})
+
+
+def run_fingerprint(model_path: str | Path, samples: Sequence[Sample], settings: TrainingConfig) -> str:
+    """A hash of what decides the optimisation: model path, samples, settings (not where it runs)."""
+    h = hashlib.sha256()
+    h.update(str(model_path).encode())
+    h.update(json.dumps(settings.model_dump(exclude=_NOT_FINGERPRINTED), sort_keys=True).encode())
+    for sample in samples:
+        h.update(json.dumps(sample.to_dict(), sort_keys=True, ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+def scratch_dir(out_dir: str | Path) -> Path:
+    """Trainer scratch (checkpoints) next to the output: ``.<name>.trainer``."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f".{out_dir.name}.trainer"
+
+
+def _count(params) -> int:
+    return sum(getattr(p, "ds_numel", 0) or p.numel() for p in params)
+
+
 def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | Path, settings: TrainingConfig,
-             *, trust_remote_code: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Train `model_path` on `samples`, save a merged HF checkpoint in `out_dir`, return statistics."""
+             *, trust_remote_code: bool = False, progress: bool = False,
+             callbacks: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Train `model_path` on `samples`, save a merged HF checkpoint in `out_dir`, return statistics.
+
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects (tests use one to interrupt a run).
+    """
     from transformers import Trainer, TrainingArguments, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
 
     if not samples:
         raise ValueError("no training samples")
-    set_seed(settings.seed)
     started = time.perf_counter()
-    tok = load_tokenizer(model_path, trust_remote_code)
-    model = load_causal_lm(model_path, trust_remote_code)
-    total_params = sum(p.numel() for p in model.parameters())
-    if settings.method == "lora":
-        model = _wrap_lora(model, settings)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    examples = [encode_example(tok, s, settings.max_length) for s in samples]
+    world, rank = dist_world()
+    precision = resolve_precision(settings.precision)
+    micro = micro_batch_size(settings, world)
+    ds = deepspeed_settings(settings, precision, world)
+    if ds is not None:
+        _ensure_rendezvous_env()
+    set_seed(settings.seed)
     out_dir = Path(out_dir)
-    scratch = out_dir.parent / f".{out_dir.name}.trainer"
+    scratch = scratch_dir(out_dir)
+    ckpt_dir = scratch / f"run-{run_fingerprint(model_path, samples, settings)[:16]}"
+    checkpointing = settings.save_steps is not None
+    # TrainingArguments before the model: with ZeRO-3 it enables zero.Init, so loading partitions the weights.
     args = TrainingArguments(
-        output_dir=str(scratch), num_train_epochs=settings.epochs, learning_rate=settings.learning_rate,
+        output_dir=str(ckpt_dir), num_train_epochs=settings.epochs, learning_rate=settings.learning_rate,
         max_steps=settings.max_steps or -1,  # a step budget overrides epochs (the Trainer cycles the data)
-        per_device_train_batch_size=settings.batch_size, seed=settings.seed, data_seed=settings.seed,
-        lr_scheduler_type="cosine", warmup_steps=0.03, weight_decay=0.0, logging_steps=10,
-        save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
+        per_device_train_batch_size=micro, gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        seed=settings.seed, data_seed=settings.seed,
+        lr_scheduler_type=settings.lr_scheduler, warmup_steps=settings.warmup_ratio,  # < 1: a ratio (see above)
+        weight_decay=settings.weight_decay, adam_beta1=settings.adam_beta1, adam_beta2=settings.adam_beta2,
+        adam_epsilon=settings.adam_epsilon, max_grad_norm=settings.max_grad_norm,
+        bf16=precision == "bf16", fp16=precision == "fp16",
+        gradient_checkpointing=settings.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if settings.gradient_checkpointing else None,
+        deepspeed=ds, logging_steps=10,
+        save_strategy="steps" if checkpointing else "no", save_steps=settings.save_steps or 500,
+        save_total_limit=2 if checkpointing else None,  # the last one, and the one before in case it is torn
+        report_to=[], use_cpu=not torch.cuda.is_available(),
         disable_tqdm=not progress, dataloader_num_workers=0, remove_unused_columns=False,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=_Collator(tok.pad_token_id))
-    result = trainer.train()
-    model = trainer.model
+    tok = load_tokenizer(model_path, trust_remote_code)
+    model = load_causal_lm(model_path, trust_remote_code)
+    total_params = _count(model.parameters())
     if settings.method == "lora":
-        model = model.merge_and_unload()
-    with atomic.staged_dir(out_dir) as staged:  # a crash while saving leaves the old checkpoint, or none
-        model.save_pretrained(staged)
-        tok.save_pretrained(staged)
-    atomic.remove_tree(scratch)
+        model = _wrap_lora(model, settings)
+    trainable = _count(p for p in model.parameters() if p.requires_grad)
+    examples = [encode_example(tok, s, settings.max_length) for s in samples]
+    resume = get_last_checkpoint(str(ckpt_dir)) if checkpointing and ckpt_dir.is_dir() else None
+    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=_Collator(tok.pad_token_id),
+                      callbacks=list(callbacks or []))
+    loaded = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    trained = time.perf_counter()
+
+    final = scratch / "final"
+    if ds is not None:
+        # Every rank takes part (ZeRO-3 gathers the partitioned weights); the main process writes.
+        trainer.save_model(str(scratch / "adapter" if settings.method == "lora" else final))
+        if rank == 0 and settings.method == "lora":
+            _merge_saved_adapter(model_path, scratch / "adapter", final, trust_remote_code)
+    elif rank == 0:
+        model = trainer.model
+        if settings.method == "lora":
+            model = model.merge_and_unload()
+        model.save_pretrained(final)
+    if rank == 0:
+        (final / "training_args.bin").unlink(missing_ok=True)
+        tok.save_pretrained(final)
+        atomic.replace_path(final, out_dir)  # a crash before this leaves the old checkpoint, or none
+        atomic.remove_tree(scratch)
+    saved = time.perf_counter()
     tokens = sum(len(e["input_ids"]) for e in examples)
+    loss = float(result.training_loss)
     return {
         "method": settings.method, "samples": len(samples), "tokens": tokens,
-        "steps": int(result.global_step), "train_loss": float(result.training_loss),
+        "steps": int(result.global_step), "train_loss": loss,
         "epochs": settings.epochs, "max_steps": settings.max_steps, "params": total_params, "trainable_params": trainable,
-        "train_seconds": round(time.perf_counter() - started, 3),
-        "loss_is_finite": math.isfinite(float(result.training_loss)),
+        "train_seconds": round(float(result.metrics.get("train_runtime", trained - loaded)), 3),
+        "load_seconds": round(loaded - started, 3), "save_seconds": round(saved - trained, 3),
+        "wall_seconds": round(saved - started, 3),
+        "precision": precision, "deepspeed": settings.deepspeed, "world_size": world,
+        "micro_batch_size": micro, "gradient_accumulation_steps": settings.gradient_accumulation_steps,
+        "effective_batch_size": micro * settings.gradient_accumulation_steps * world,
+        "resumed_from_step": _step_of(resume),
+        "loss_is_finite": math.isfinite(loss),
     }
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    if not checkpoint:
+        return None
+    try:
+        return int(Path(checkpoint).name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _merge_saved_adapter(model_path: str | Path, adapter_dir: Path, final: Path, trust_remote_code: bool) -> None:
+    """LoRA under DeepSpeed: merge the saved (gathered) adapter into a fresh copy of the base weights."""
+    from peft import PeftModel
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()  # load the base whole on this rank, not partitioned by zero.Init
+    base = load_causal_lm(model_path, trust_remote_code)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(final)
