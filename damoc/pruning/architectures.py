@@ -10,6 +10,13 @@ Adding a family means adding `architectures/<model_type>.json`; no code changes.
                           renumbered after dropping. Paths missing on a layer are skipped, but at least one must exist.
   index_dependent_flags   config flags that, when truthy, make a layer's computation depend on its index
                           (renumbering then changes the model's function; pruning warns)
+  requires_remote_code    true when transformers has no class for the family and the checkpoint's own code
+                          (trust_remote_code) is needed (InternLM2, Phi-3-small)
+  architectures, notes    documentation: the CausalLM class names and which checkpoints the file covers
+
+Families that reuse another family's model_type need no file: Yi / Yi-1.5 say model_type "llama", Qwen2.5 says
+"qwen2". `check_architecture` answers "can this checkpoint be pruned?" from config.json alone (no weights, no
+remote code executed), so a run can reject an unsupported candidate in seconds.
 """
 from __future__ import annotations
 
@@ -39,6 +46,7 @@ class ArchitectureSpec:
     per_layer_config_lists: tuple[str, ...] = ()
     index_dependent_flags: tuple[str, ...] = ()
     architectures: tuple[str, ...] = ()
+    requires_remote_code: bool = False
     notes: str = ""
     source: str = field(default="", compare=False)
 
@@ -87,6 +95,8 @@ def _from_dict(data: dict[str, Any], source: str) -> ArchitectureSpec:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{source}: unknown keys {unknown}; allowed: {sorted(known)}")
+    if not isinstance(data.get("requires_remote_code", False), bool):
+        raise ValueError(f"{source}: requires_remote_code must be true or false")
     tuples = {key: tuple(data[key]) for key in ("layer_index_attrs", "per_layer_config_lists",
                                                 "index_dependent_flags", "architectures") if key in data}
     return ArchitectureSpec(**{**data, **tuples}, source=source)
@@ -124,13 +134,70 @@ def supported_model_types(extra_dirs: list[str | Path] | None = None) -> list[st
     return sorted(load_specs(extra_dirs))
 
 
+def _unsupported_message(model_type: Any, specs: dict[str, ArchitectureSpec], remote_code: bool = False) -> str:
+    remote = sorted(t for t, spec in specs.items() if spec.requires_remote_code)
+    message = (f"layer pruning does not know model_type '{model_type}'. Supported: {', '.join(sorted(specs))}"
+               f" ({', '.join(remote)} need trust_remote_code: true). Yi uses model_type llama, Qwen2.5 qwen2. ")
+    if remote_code:
+        message += ("This checkpoint ships its own modeling code (auto_map in config.json): even once described, "
+                    "it needs trust_remote_code: true. ")
+    return message + (f"To add it, write {_builtin_dir()}/{model_type}.json (copy llama.json and set layers_path, "
+                      "num_layers_key, per_layer_config_lists and layer_index_attrs for that family).")
+
+
 def spec_for(config: Any, extra_dirs: list[str | Path] | None = None) -> ArchitectureSpec:
     """The architecture spec for a transformers config (matched on `config.model_type`)."""
     model_type = getattr(config, "model_type", None)
     specs = load_specs(extra_dirs)
     if model_type not in specs:
-        raise UnsupportedArchitectureError(
-            f"layer pruning does not know model_type '{model_type}'. Supported: {', '.join(sorted(specs))}. "
-            f"To add it, write {_builtin_dir()}/{model_type}.json (copy llama.json and set layers_path, "
-            "num_layers_key, per_layer_config_lists and layer_index_attrs for that family).")
+        raise UnsupportedArchitectureError(_unsupported_message(model_type, specs,
+                                                                bool(getattr(config, "auto_map", None))))
     return specs[model_type]
+
+
+def read_config_dict(path: str | Path) -> dict[str, Any]:
+    """config.json of a checkpoint as a plain dict: a local directory, an s3:// prefix (only that one object is
+    read) or a hub id (the local hub cache; offline-safe). Never imports or runs the checkpoint's own code."""
+    source = str(path)
+    if source.startswith("s3://"):
+        from damoc import storage
+
+        return json.loads(storage.read_text(source.rstrip("/") + "/config.json"))
+    local = Path(source.removeprefix("file://")).expanduser()
+    if local.is_dir():
+        config_file = local / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{local} has no config.json: not a transformers checkpoint")
+        return json.loads(config_file.read_text(encoding="utf-8"))
+    from transformers import PretrainedConfig
+
+    config_dict, _ = PretrainedConfig.get_config_dict(source)
+    return config_dict
+
+
+def check_architecture(path: str | Path, trust_remote_code: bool = False,
+                       extra_dirs: list[str | Path] | None = None) -> None:
+    """Raise UnsupportedArchitectureError unless the checkpoint at `path` can be layer-pruned.
+
+    Reads config.json only (seconds, no weights, no remote code run): its model_type must have a spec, that
+    spec's layer-count key must be an integer in the config, and a family whose code is not in transformers
+    must be allowed to run its own (trust_remote_code). The message lists the supported model types.
+    """
+    try:
+        config = read_config_dict(path)
+    except (OSError, ValueError) as err:
+        raise UnsupportedArchitectureError(f"cannot read config.json of {path}: {err}") from err
+    specs = load_specs(extra_dirs)
+    model_type = config.get("model_type")
+    if model_type not in specs:
+        raise UnsupportedArchitectureError(f"{path}: " + _unsupported_message(model_type, specs,
+                                                                               bool(config.get("auto_map"))))
+    spec = specs[model_type]
+    if spec.requires_remote_code and not trust_remote_code:
+        raise UnsupportedArchitectureError(
+            f"{path}: model_type '{model_type}' has no class in transformers; its checkpoint ships its own "
+            "modeling code, so the candidate needs trust_remote_code: true (review that code first)")
+    layers = config.get(spec.num_layers_key)
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise UnsupportedArchitectureError(f"{path}: config.json of model_type '{model_type}' has no positive "
+                                           f"integer '{spec.num_layers_key}' (got {layers!r})")
