@@ -162,6 +162,18 @@ class PruningConfig(_Section):
         "threshold", description="threshold: drop layers above `threshold` (capped by max_prune_fraction); "
         "fraction: drop the round(target_fraction x layers) most similar layers of every candidate alike")
     target_fraction: float = Field(0.25, ge=0.0, lt=1.0, description="share of layers dropped when rule=fraction")
+    min_layers_kept: int = Field(2, ge=1, description="never keep fewer layers than this (either rule)")
+    protect_first_last: bool = Field(True, description="never drop the first or the last layer (either rule)")
+    merge_sparsity_reading: Literal["keep", "drop"] = Field(
+        "keep", description="keep: merge_keep_fraction is the share of task-vector entries kept (TIES density; "
+        "earlier runs); drop: it is the share zeroed, the literal sense of the paper's 'sparsity rate 20%'")
+    merge_coefficient: Literal["importance", "normalized", "constant"] = Field(
+        "importance", description="weight of a pruned layer's task vector: importance 1 - S_p; normalized: "
+        "importances scaled to sum to 1 per gap of consecutive pruned layers; constant: merge_alpha")
+    merge_alpha: float = Field(1.0, ge=0.0, description="task-vector weight when merge_coefficient=constant")
+    merge_target: Literal["preceding", "following", "split"] = Field(
+        "preceding", description="kept layer receiving a pruned layer's task vector: nearest preceding, nearest "
+        "following, or half to each")
 
 
 class TrainingConfig(_Section):
