@@ -18,7 +18,9 @@ from damoc.pruning.prune import (STATS_FILE, PruningError, _save_atomically, _tr
                                  choose_layers_by_fraction,
                                  compute_alphas, drop_layers, prune_checkpoint)
 
-FAMILIES = ["llama", "qwen2", "mistral", "gpt_neox", "gpt2", "phi3", "gemma2"]
+# every spec whose model class is in the installed transformers (internlm2 and phi3small are remote code only:
+# tests/test_pruning_settings.py checks their specs on a stand-in module tree)
+FAMILIES = ["llama", "qwen2", "mistral", "ministral", "gpt_neox", "gpt2", "phi3", "gemma2", "glm", "glm4"]
 TEXTS = ["the patient reported a mild headache and was given rest and fluids",
          "what is the capital of the northern province",
          "a river flows through the old town"]
