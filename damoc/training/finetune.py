@@ -207,6 +207,14 @@ def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | P
         report_to=[], use_cpu=not torch.cuda.is_available(),
         disable_tqdm=not progress, dataloader_num_workers=0, remove_unused_columns=False,
     )
+    if world > 1 or ds is not None:
+        _ = args.device  # sets up the process group now: zero.Init must see the real world size
+    if ds is not None:
+        import deepspeed
+
+        # On CPU accelerate sets up torch.distributed but not DeepSpeed's comm layer, whose world size
+        # zero.Init reads (it would assume 1 and reject the batch arithmetic).
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     tok = load_tokenizer(model_path, trust_remote_code)
     model = load_causal_lm(model_path, trust_remote_code)
     total_params = _count(model.parameters())
