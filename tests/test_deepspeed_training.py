@@ -245,5 +245,70 @@ def test_zero2_with_optimizer_offload_trains(tmp_path, tiny_tokenizer_dir):
     assert result["optimizer"] == "DeepSpeedZeroOptimizer" and result["offload"] is True
 
 
+# ------------------------------------------------------------------------ the project's own training path
+
+def _launch_through_finetune(tmp_path, tiny_pair, monkeypatch, **settings):
+    """TrainingConfig(deepspeed=...) through the torchrun launcher and damoc.training.worker: the code path a
+    GPU pod runs (DeepSpeed inside the HF Trainer), here on CPU with gloo."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from damoc.config import TrainingConfig
+    from damoc.data.schema import Sample
+    from damoc.training.finetune import encode_example
+    from damoc.training.launchers import LAUNCHERS
+    from damoc.hf import load_tokenizer
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(EXT_DIR))
+    samples = [Sample(id=str(i), instruction="Repeat the word.", input=f"word {w}", output=w)
+               for i, w in enumerate(["river", "market", "bridge", "fever"] * 6)]
+    cfg = TrainingConfig(**{"launcher": "torchrun", "epochs": 3, "batch_size": 8, "max_length": 64,
+                            "learning_rate": 3e-3, **settings})
+    out = tmp_path / "model"
+    stats = LAUNCHERS.get("torchrun").train(tiny_pair[1], samples, out, cfg)
+    assert stats["engine"] == "DeepSpeedEngine" and stats["deepspeed"] == cfg.deepspeed
+    assert stats["steps"] == 9 and stats["loss_is_finite"] and stats["precision"] == "fp32"
+    tok = load_tokenizer(out)
+    batch = [encode_example(tok, s, 64) for s in samples[:8]]
+
+    def loss(model):
+        with torch.no_grad():
+            return sum(model(input_ids=torch.tensor([b["input_ids"]]),
+                             labels=torch.tensor([b["labels"]])).loss.item() for b in batch)
+    before, after = AutoModelForCausalLM.from_pretrained(tiny_pair[1]), AutoModelForCausalLM.from_pretrained(out)
+    assert not (out / "adapter_config.json").exists()  # a plain, merged checkpoint
+    assert loss(after) < loss(before) - 0.5
+    return stats
+
+
+@slow_until_compiled
+def test_training_config_zero3_trains_through_torchrun_and_the_worker(tmp_path, tiny_pair, monkeypatch):
+    """~15 s once the comm op is compiled."""
+    stats = _launch_through_finetune(tmp_path, tiny_pair, monkeypatch, deepspeed="zero3", processes=1)
+    assert stats["world_size"] == 1 and stats["micro_batch_size"] == 8
+
+
+@pytest.mark.slow
+def test_training_config_zero3_lora_on_two_processes(tmp_path, tiny_pair, monkeypatch):
+    """~25 s: ZeRO-3 partitions over 2 gloo processes; the LoRA adapter is gathered and merged on rank 0."""
+    stats = _launch_through_finetune(tmp_path, tiny_pair, monkeypatch, deepspeed="zero3", processes=2,
+                                     method="lora", learning_rate=1e-2)
+    assert stats["world_size"] == 2 and stats["micro_batch_size"] == 4
+    assert stats["trainable_params"] < stats["params"] / 5
+
+
+def test_deepspeed_settings_build_a_validated_config():
+    from damoc.config import TrainingConfig
+    from damoc.training.finetune import deepspeed_settings
+
+    assert deepspeed_settings(TrainingConfig(), "fp32", 1) is None
+    z3 = deepspeed_settings(TrainingConfig(deepspeed="zero3", deepspeed_offload=True), "bf16", 8)
+    zero = z3["zero_optimization"]
+    assert zero["stage"] == 3 and zero["offload_param"]["device"] == "cpu" and z3["bf16"] == {"enabled": True}
+    assert z3["train_batch_size"] == "auto" and z3["gradient_clipping"] == "auto"
+    z2 = deepspeed_settings(TrainingConfig(deepspeed="zero2"), "fp32", 2)
+    assert z2["zero_optimization"]["stage"] == 2 and "optimizer" not in z2
+
+
 if __name__ == "__main__":  # the training subprocess
     print("RESULT " + json.dumps(_worker(json.loads(sys.argv[1]))), flush=True)

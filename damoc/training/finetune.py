@@ -256,6 +256,7 @@ def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | P
         "load_seconds": round(loaded - started, 3), "save_seconds": round(saved - trained, 3),
         "wall_seconds": round(saved - started, 3),
         "precision": precision, "deepspeed": settings.deepspeed, "world_size": world,
+        "engine": type(trainer.model_wrapped).__name__,  # DeepSpeedEngine under DeepSpeed
         "micro_batch_size": micro, "gradient_accumulation_steps": settings.gradient_accumulation_steps,
         "effective_batch_size": micro * settings.gradient_accumulation_steps * world,
         "resumed_from_step": _step_of(resume),
