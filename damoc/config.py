@@ -194,6 +194,9 @@ class TrainingConfig(_Section):
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha")
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout")
+    chat_template: bool = Field(True, description="prompts in the candidate tokenizer's own chat template when it "
+                                "has one (instruction as the system turn), else the plain ### Instruction / ### Input "
+                                "format; evaluation encodes the same way")
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts",
                           "polynomial", "inverse_sqrt"] = Field(
         "cosine", description="learning-rate schedule after warmup (the HF Trainer's lr_scheduler_type)")

@@ -164,3 +164,57 @@ def test_checkpoints_of_other_settings_are_not_resumed(tiny_pair, tmp_path):
         finetune(tiny_pair[1], SAMPLES, out, settings, callbacks=[_Preempt(at=2)])
     changed = settings.model_copy(update={"learning_rate": 5e-4})
     assert finetune(tiny_pair[1], SAMPLES, out, changed)["resumed_from_step"] is None
+
+
+# ------------------------------------------------------------------ prompts: the candidate's own chat template
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+NO_SYSTEM = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
+             "{{ raise_exception('System role not supported') }}{% endif %}<turn>{{ m['content'] }}</turn>"
+             "{% endfor %}{% if add_generation_prompt %}<model>{% endif %}")
+
+
+def _tok_with(tiny_pair, template):
+    tok = load_tokenizer(tiny_pair[1])
+    tok.chat_template = template
+    return tok
+
+
+def test_chat_template_prompts_are_shared_by_training_and_evaluation(tiny_pair):
+    from damoc.training.prompt import encode_prompt, format_prompt, prompt_text
+
+    s = Sample(id="1", instruction="Answer briefly.", input="what is the capital", output="the river town")
+    tok = _tok_with(tiny_pair, CHATML)
+    text = prompt_text(tok, s.instruction, s.input)
+    assert text == ("<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\nwhat is the capital"
+                    "<|im_end|>\n<|im_start|>assistant\n")
+    ex = encode_example(tok, s, 256)
+    n_prompt = ex["labels"].count(IGNORE_INDEX)
+    # What evaluation feeds the model (encode_prompt with its own budget) is the training prompt, token for token.
+    assert ex["input_ids"][:n_prompt] == encode_prompt(tok, s.instruction, s.input, 384)
+    assert ex["input_ids"][0] == tok.bos_token_id and ex["input_ids"][1] != tok.bos_token_id
+    # Off, or no template: the plain format, exactly as before chat templates were used.
+    assert prompt_text(tok, s.instruction, s.input, chat_template=False) == format_prompt(s.instruction, s.input)
+    plain = load_tokenizer(tiny_pair[1])
+    assert getattr(plain, "chat_template", None) is None
+    assert encode_example(plain, s, 256) == encode_example(tok, s, 256, chat_template=False)
+    # A template that renders BOS itself and refuses a system turn: BOS once, instruction folded into the user turn.
+    tok2 = _tok_with(tiny_pair, NO_SYSTEM)
+    assert prompt_text(tok2, s.instruction, s.input).endswith("<turn>Answer briefly.\n\nwhat is the capital</turn>"
+                                                              "<model>")
+    ids = encode_prompt(tok2, s.instruction, s.input, 384)
+    assert ids[0] == tok2.bos_token_id and ids[1] != tok2.bos_token_id
+
+
+def test_truncated_prompts_keep_bos_and_their_end(tiny_pair):
+    from damoc.training.prompt import encode_prompt
+
+    tok = _tok_with(tiny_pair, CHATML)
+    s = Sample(id="1", instruction="", input="the patient reported a mild headache " * 20, output="rest")
+    full = encode_prompt(tok, s.instruction, s.input, 10_000)
+    cut = encode_prompt(tok, s.instruction, s.input, 16)
+    assert len(cut) == 16 and cut[0] == tok.bos_token_id and cut[1:] == full[-15:]
+    ex = encode_example(tok, s, 24)
+    assert len(ex["input_ids"]) == 24 and ex["input_ids"][0] == tok.bos_token_id
+    assert ex["labels"][-2:] != [IGNORE_INDEX] * 2  # the answer survives

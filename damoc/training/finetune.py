@@ -45,20 +45,22 @@ from damoc import atomic
 from damoc.config import TrainingConfig
 from damoc.data.schema import Sample
 from damoc.hf import load_causal_lm, load_tokenizer
-from damoc.training.prompt import format_prompt
+from damoc.training.prompt import encode_prompt
 
 IGNORE_INDEX = -100
 
 
-def encode_example(tok, sample: Sample, max_length: int) -> dict[str, list[int]]:
-    """Token ids of prompt + answer + eos, labels masked on the prompt; truncated to max_length."""
-    prompt_ids = tok(format_prompt(sample.instruction, sample.input), add_special_tokens=False)["input_ids"]
+def encode_example(tok, sample: Sample, max_length: int, chat_template: bool = True) -> dict[str, list[int]]:
+    """Token ids of prompt + answer + eos, labels masked on the prompt; truncated to max_length.
+
+    The prompt is :func:`damoc.training.prompt.encode_prompt` (the candidate's chat template when it has one and
+    ``chat_template``, else the plain format; BOS first), the same function evaluation uses, so train and eval
+    prompts are token-identical up to the answer.
+    """
     answer_ids = tok(sample.output.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    if tok.bos_token_id is not None:
-        prompt_ids = [tok.bos_token_id] + prompt_ids
     # Keep at least part of the answer: truncate the prompt from the left when the pair is too long.
     room_for_prompt = max(max_length - len(answer_ids), max_length // 2)
-    prompt_ids = prompt_ids[-room_for_prompt:]
+    prompt_ids = encode_prompt(tok, sample.instruction, sample.input, room_for_prompt, chat_template)
     ids = (prompt_ids + answer_ids)[:max_length]
     labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[:max_length]
     return {"input_ids": ids, "labels": labels}
@@ -221,7 +223,7 @@ def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | P
     if settings.method == "lora":
         model = _wrap_lora(model, settings)
     trainable = _count(p for p in model.parameters() if p.requires_grad)
-    examples = [encode_example(tok, s, settings.max_length) for s in samples]
+    examples = [encode_example(tok, s, settings.max_length, settings.chat_template) for s in samples]
     resume = get_last_checkpoint(str(ckpt_dir)) if checkpointing and ckpt_dir.is_dir() else None
     trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=_Collator(tok.pad_token_id),
                       callbacks=list(callbacks or []))
