@@ -135,8 +135,41 @@ class CompressionConfig(_Section):
     scorer_model: str | None = Field(None, description="small causal LM scoring perplexity; null: the first "
                                      "candidate's base (else chat) checkpoint")
     segment_words: int = Field(200, ge=8, description="words per iterative-compression segment")
-    rewrite: bool = Field(False, description="rewrite gate failures with an LLM (rejected until a rewriter "
-                          "backend is registered)")
+    rewrite: bool = Field(False, description="rewrite gate failures with an LLM (compression.rewriter), "
+                          "iteratively, before they fall back")
+    budget_unit: Literal["tokens", "words"] = Field(
+        "tokens", description="what `rate` and the per-part rates count: the scorer's tokens (training cost) or "
+        "whitespace words")
+    instruction_rate: float | None = Field(
+        1.0, gt=0.0, le=1.0, description="kept fraction of the instruction (1.0: protected; identical "
+        "instructions are compressed once); null: shares the rate solved for the sample")
+    question_rate: float | None = Field(
+        None, gt=0.0, le=1.0, description="kept fraction of the question/context; null: solved so that the "
+        "whole sample keeps `rate`")
+    answer_rate: float | None = Field(
+        None, gt=0.0, le=1.0, description="kept fraction of the answer; null: solved so that the whole sample "
+        "keeps `rate`")
+    answer_scoring: Literal["conditional", "contrastive"] = Field(
+        "conditional", description="answer word importance: conditional -log p(a|Q,a<i), or contrastive "
+        "NLL(a|a<i) - NLL(a|Q,a<i) (question-related perplexity)")
+    gate_model: str | None = Field(None, description="BERTScore embedding model dir; null: all-MiniLM-L6-v2 "
+                                   "(shipped offline)")
+    gate_layer: int | None = Field(None, ge=1, description="BERTScore layer; null: the gate model's last layer")
+    gate_window_words: int = Field(200, ge=16, description="long samples are gated whole, in windows of this "
+                                   "many words (never truncated)")
+    gate_failure: Literal["original", "best_attempt"] = Field(
+        "original", description="samples still below the gate after rewriting train on their original text, "
+        "or on their best-scoring attempt")
+    rewriter: str = Field("local", description="rewriter backend: openai (any OpenAI-compatible server, e.g. "
+                          "vLLM) or local (in-process transformers chat model)")
+    rewriter_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, validate_default=True, description="each rewriter backend's own settings, as "
+        "rewriter_options.BACKEND.KEY (e.g. rewriter_options.openai.base_url)")
+    rewrite_rounds: int = Field(2, ge=1, description="rewriting rounds per failing sample (failed attempts "
+                                "return as negative examples)")
+    rewrite_examples: int = Field(3, ge=0, description="passing compressions shown to the rewriter as examples")
+    rewrite_length_tolerance: float = Field(0.1, ge=0.0, description="a revision may exceed the compressed "
+                                            "length by at most this fraction (words)")
 
     @field_validator("rewrite")
     @classmethod
@@ -144,9 +177,32 @@ class CompressionConfig(_Section):
         from damoc.compression.rewriters import REWRITERS
 
         if value and len(REWRITERS) == 0:
-            raise ValueError("rewriting is not implemented yet (no rewriter backend is registered); set "
-                             "compression.rewrite: false — gate failures keep their original text")
+            raise ValueError("no rewriter backend is registered; set compression.rewrite: false — gate failures "
+                             "keep their original text")
         return value
+
+    @field_validator("rewriter")
+    @classmethod
+    def _known_rewriter(cls, value: str) -> str:
+        from damoc.compression.rewriters import REWRITERS
+
+        if value not in REWRITERS:
+            raise ValueError(f"unknown rewriter backend {value!r}; available: {', '.join(REWRITERS.names())}")
+        return value
+
+    @field_validator("rewriter_options")
+    @classmethod
+    def _rewriter_settings(cls, options: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
+        from damoc.compression.rewriters import REWRITERS
+        from damoc.registry import validate_settings
+
+        out: dict[str, dict[str, Any]] = {}
+        chosen = info.data.get("rewriter")
+        for name in sorted(set(options) | ({chosen} if chosen else set())):
+            if name not in REWRITERS:
+                raise ValueError(f"'{name}' is not a rewriter backend; available: {', '.join(REWRITERS.names())}")
+            out[name] = validate_settings(REWRITERS.get(name), options.get(name), name).model_dump(mode="json")
+        return out
 
 
 class PruningConfig(_Section):
@@ -157,7 +213,8 @@ class PruningConfig(_Section):
     merge_keep_fraction: float = Field(0.2, gt=0.0, le=1.0,
                                        description="fraction of task-vector entries kept (by magnitude) when merging")
     calibration_samples: int = Field(32, ge=1, description="training samples used to measure layer similarity")
-    max_prune_fraction: float = Field(0.5, ge=0.0, lt=1.0, description="never drop more than this share of layers")
+    max_prune_fraction: float = Field(0.5, ge=0.0, lt=1.0,
+                                      description="never drop more than this share of layers (both rules)")
     rule: Literal["threshold", "fraction"] = Field(
         "threshold", description="threshold: drop layers above `threshold` (capped by max_prune_fraction); "
         "fraction: drop the round(target_fraction x layers) most similar layers of every candidate alike")

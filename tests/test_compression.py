@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from damoc.compression import compress_dataset, resolve_gate_failures
-from damoc.compression.budget import budget, keep_mask, segments
+from damoc.compression.budget import budget, keep_mask, segments  # noqa: F401
 from damoc.compression.compressor import (answer_scores, compress_answer, compress_sample, compress_text,
                                           join_kept, split_words)
 from damoc.compression.scorer import PerplexityScorer
@@ -143,46 +143,143 @@ def test_split_and_join_keep_line_breaks():
     assert join_kept(words, gaps, np.array([1, 0, 1, 1, 0, 1], bool)) == "Question:\nis it?\nyes"
 
 
-def test_iterative_compression_conditions_on_compressed_prefix(scorer):
-    text = _text(30)
-    spy = SpyScorer(scorer)
-    out = compress_text(spy, text, rate=0.5, segment_words=10, context="CTX")
-    kept = out.split()
-    assert [len(words) for words, _ in spy.calls] == [10, 10, 10]
-    assert len(kept) == 15
-    assert spy.calls[0][1] == "CTX"
-    assert spy.calls[1][1] == "CTX\n" + " ".join(kept[:5])  # compressed, not original, segment 1
-    assert spy.calls[2][1] == "CTX\n" + " ".join(kept[:10])
-    assert spy.calls[1][1] != "CTX\n" + " ".join(text.split()[:10])
+def _tokens(scorer, text: str) -> int:
+    return scorer.count_tokens(text)
+
+
+def test_stream_scores_equal_word_nll_given_the_compressed_prefix(scorer):
+    """The KV-cached stream scores a segment exactly as a fresh pass over context + compressed prefix."""
+    from damoc.compression.scorer import open_stream, word_token_ids
+
+    stream = open_stream(scorer, "CTX")
+    first = _text(10).split()
+    ids = word_token_ids(scorer.tokenizer, first, [" "] * 10, " ")
+    stream.score([t for w in ids for t in w])
+    kept = [w for k, w in enumerate(first) if k % 2 == 0]
+    stream.append([t for k, w in enumerate(ids) if k % 2 == 0 for t in w])
+    second = _text(12, 1).split()
+    ids2 = word_token_ids(scorer.tokenizer, second, [" "] * 12, " ")
+    nll = stream.score([t for w in ids2 for t in w])
+    per_word = np.array([nll[sum(map(len, ids2[:k])):sum(map(len, ids2[:k + 1]))].sum() for k in range(12)])
+    expected = scorer.word_nll(second, context="CTX " + " ".join(kept))
+    np.testing.assert_allclose(per_word, expected, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(per_word, scorer.word_nll(second, context="CTX " + " ".join(first)), atol=1e-3)
+
+
+def test_stream_cost_is_linear_in_row_length(scorer):
+    """Tokens run through the model grow linearly with the text (not with prefix x segments)."""
+    from damoc.compression import scorer as scorer_mod
+
+    counted = []
+    original = scorer_mod.KVStream._forward
+
+    def spy(self, ids):
+        counted.append(len(ids))
+        return original(self, ids)
+
+    scorer_mod.KVStream._forward = spy
+    try:
+        costs = []
+        for n_words in (200, 800):
+            counted.clear()
+            compress_text(scorer, _text(n_words), 0.5, segment_words=20)
+            costs.append(sum(counted) / _tokens(scorer, _text(n_words)))
+    finally:
+        scorer_mod.KVStream._forward = original
+    assert costs[1] < 1.3 * costs[0] and costs[1] < 4  # per-token cost flat (window 256 here)
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.5, 0.7])
+def test_compress_text_meets_the_token_budget(scorer, rate):
+    text = _text(300)
+    out = compress_text(scorer, text, rate, segment_words=40, context="answer the question")
+    assert _is_subsequence(out.split(), text.split())
+    assert abs(_tokens(scorer, out) / _tokens(scorer, text) - rate) <= 0.05 * rate
+
+
+def _dataset(n: int = 6) -> list[Sample]:
+    return [Sample(id=f"d{i}", instruction="answer the question using the context given below in one short "
+                   "sentence", input=_text(60 + 10 * i, i), output=_text(40 + 5 * i, i + 1)) for i in range(n)]
+
+
+@pytest.mark.parametrize("rate", [0.4, 0.6])
+def test_budget_controller_kept_token_fraction_within_5_percent(scorer, rate):
+    """Instruction protected, question and answer solved per sample so the DATASET keeps `rate` of tokens."""
+    from damoc.compression import Budget
+
+    samples, cache = _dataset(), {}
+    out = [compress_sample(scorer, s, Budget(rate=rate), 40, instruction_cache=cache) for s in samples]
+    count = lambda ss: sum(_tokens(scorer, getattr(s, p)) for s in ss for p in ("instruction", "input", "output"))  # noqa: E731
+    assert abs(count(out) / count(samples) - rate) <= 0.05 * rate
+    assert all(o.instruction == s.instruction for o, s in zip(out, samples))  # protected
+    assert len(cache) == 1  # identical instructions: compressed once
+
+
+def test_part_rates_fixed_and_solved(scorer):
+    from damoc.compression import Budget
+    from damoc.compression.budget import solve_part_rates
+
+    assert solve_part_rates(0.5, {"a": 100, "b": 300}, {"a": 1.0, "b": None}) == {"a": 1.0, "b": pytest.approx(1 / 3)}
+    assert solve_part_rates(0.1, {"a": 100, "b": 100}, {"a": 1.0, "b": None})["b"] == 0.05  # clamped
+    sample = _dataset(1)[0]
+    budget = Budget(rate=0.5, instruction_rate=0.5, question_rate=0.3, answer_rate=0.8)
+    out = compress_sample(scorer, sample, budget, 40)
+    for part, rate in (("instruction", 0.5), ("input", 0.3), ("output", 0.8)):
+        ratio = _tokens(scorer, getattr(out, part)) / _tokens(scorer, getattr(sample, part))
+        assert abs(ratio - rate) <= 0.1, (part, ratio)
+
+
+def test_select_by_density_fills_within_one_word():
+    from damoc.compression.budget import select_by_density
+
+    mask = select_by_density(np.array([5.0, 1.0, 4.0, 3.0]), np.array([5, 1, 1, 3]), 4)
+    assert mask.tolist() == [False, True, True, False] or mask.sum() >= 2
+    assert np.array([5, 1, 1, 3])[mask].sum() <= 4
+    assert not select_by_density(np.ones(3), np.ones(3), 0).any()
 
 
 def test_answer_scores_question_conditioned_and_contrastive(scorer):
     question, words = "what reduces fever?", "the treatment reduces fever".split()
     plain = answer_scores(scorer, question, words)
     np.testing.assert_allclose(plain, scorer.word_nll(words, context=question + "\n"))
-    np.testing.assert_allclose(answer_scores(scorer, question, words, contrastive=True),
+    np.testing.assert_allclose(answer_scores(scorer, question, words, "contrastive"),
                                scorer.word_nll(words) - plain)
-    out = compress_answer(scorer, question, " ".join(words), 0.5, contrastive=True)
-    assert len(out.split()) == 2
+    out = compress_answer(scorer, question, " ".join(words), 0.5, "contrastive")
+    assert 1 <= len(out.split()) < 4 and _is_subsequence(out.split(), words)
+    with pytest.raises(ValueError, match="conditional or contrastive"):
+        answer_scores(scorer, question, words, "bogus")
+
+
+class TableScorer:
+    """NLLs from a table: without the question the answer word 'paris' is surprising, with it predictable
+    (the question names it); 'sunny' is surprising either way."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.max_length = tokenizer, 256
+
+    def word_nll(self, words, context=""):
+        with_q = {"paris": 0.5, "sunny": 6.0, "it": 1.0, "is": 1.0}
+        without = {"paris": 9.0, "sunny": 6.5, "it": 1.2, "is": 1.1}
+        table = with_q if "paris" in context else without
+        return np.array([table.get(w, 2.0) for w in words])
+
+
+def test_contrastive_and_conditional_choose_differently(scorer):
+    stub = TableScorer(scorer.tokenizer)
+    question, answer = "is paris sunny", "it is paris sunny"
+    tokens = [len(scorer.tokenizer(" " + w if i else w, add_special_tokens=False)["input_ids"])
+              for i, w in enumerate(answer.split())]
+    rate = max(tokens[2], tokens[3]) / sum(tokens) + 1e-6  # room for one of the two content words
+    conditional = compress_answer(stub, question, answer, rate, "conditional")
+    contrastive = compress_answer(stub, question, answer, rate, "contrastive")
+    assert "sunny" in conditional.split() and "paris" not in conditional.split()
+    assert "paris" in contrastive.split()  # the word the question makes predictable: it answers it
+    assert conditional != contrastive
 
 
 def _is_subsequence(short: list[str], long: list[str]) -> bool:
     it = iter(long)
     return all(word in it for word in short)
-
-
-@pytest.mark.parametrize("rate", [0.3, 0.5])
-def test_compress_sample_word_ratio_per_field(scorer, rate):
-    sample = _samples()[0]
-    out = compress_sample(scorer, sample, rate, segment_words=20)
-    assert out.id == sample.id
-    for field in ("instruction", "input", "output"):
-        before, after = getattr(sample, field).split(), getattr(out, field).split()
-        assert _is_subsequence(after, before)
-        per_segment = sum(budget(e - s, rate) for s, e in segments(len(before), 20))
-        expected = per_segment if field != "output" else budget(len(before), rate)  # answer: one budget
-        assert len(after) == expected
-        assert abs(len(after) / len(before) - rate) <= len(segments(len(before), 20)) / len(before)
 
 
 def test_rate_one_is_identity(scorer, tiny_pair):
@@ -216,11 +313,11 @@ def test_gate_threshold_one_falls_back_and_zero_passes_all(scorer, tiny_pair):
     assert stats["word_ratio"] == 1.0 and stats["rate"] == 0.5 and stats["threshold"] == 1.0
     _check_stats(stats, samples, out, scorer)
 
-    out, stats = compress_dataset(samples, bertscore_threshold=0.0, **kwargs)
+    out, stats = compress_dataset(samples, bertscore_threshold=0.0, instruction_rate=None, **kwargs)
     assert stats["passed_gate"] == 3 and stats["fell_back"] == 0
     assert out == [compress_sample(scorer, s, 0.5, 20) for s in samples]
-    assert stats["word_ratio"] == pytest.approx(0.5, abs=0.05)
-    assert stats["token_ratio"] < 0.7
+    assert stats["token_ratio"] == pytest.approx(0.5, rel=0.05)
+    assert set(stats["parts"]) == {"instruction", "input", "output"}
     _check_stats(stats, samples, out, scorer)
 
 

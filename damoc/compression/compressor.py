@@ -1,19 +1,25 @@
 """Perplexity-based compression of one text, one answer, one sample (LLMLingua / LongLLMLingua style).
 
-Word level: a text is split into whitespace-separated words (punctuation stays attached), words are scored
-by the scorer's summed token NLL (see scorer.py) and the budget keeps the most surprising ones, in order.
-The kept words are re-joined with a single space, or a newline where the dropped/kept gap held one, so
-line structure survives. A rate >= 1 returns the text untouched.
+Budgets are in the scorer's TOKENS (the unit training cost follows): a rate r keeps about r of a part's
+tokens. Selection works on whole words (whitespace-separated, punctuation attached) so that the output is
+clean text any candidate's tokenizer reads: each word costs the scorer tokens it owns and is ranked by its
+NLL per token, and the budget is filled greedily (budget.select_by_density). The kept words are re-joined
+with a single space, or a newline where the dropped/kept gap held one. A rate >= 1 returns the text as is.
+
+Instruction and question: iterative, segment by segment, each segment scored conditioned on the context and
+the COMPRESSED prefix through one KV-cached stream (scorer.KVStream): linear in the row's length. The budget
+is cumulative, so a segment that could not spend its share passes it on. Answer: question-related
+perplexity, `conditional` -log p(a_i | Q, a_<i) or `contrastive` NLL(a_i | a_<i) - NLL(a_i | Q, a_<i).
 """
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Protocol, Sequence
+from typing import Literal, Protocol, Sequence
 
 import numpy as np
 
-from damoc.compression.budget import keep_mask, segments
+from damoc.compression.budget import select_by_density, solve_part_rates
 from damoc.data.schema import Sample
 
 _WORD = re.compile(r"\S+")
@@ -21,6 +27,9 @@ _WORD = re.compile(r"\S+")
 
 class WordScorer(Protocol):
     """What the compressor needs from a scorer (PerplexityScorer, or a stub in tests)."""
+
+    tokenizer: object
+    max_length: int
 
     def word_nll(self, words: Sequence[str], context: str = "") -> np.ndarray: ...
 
@@ -49,62 +58,152 @@ def join_kept(words: Sequence[str], gaps: Sequence[str], keep: np.ndarray) -> st
     return "".join(parts)
 
 
-def _join_context(context: str, compressed_prefix: str) -> str:
-    return "\n".join(part for part in (context, compressed_prefix) if part)
+PARTS = ("instruction", "input", "output")
+AnswerScoring = Literal["conditional", "contrastive"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """The budget controller's settings.
+
+    rate: kept fraction of a sample's tokens (unit `tokens`: the scorer's; `words`: whitespace words).
+    A per-part rate fixes that part; parts left None share the rate solved so that the sample as a whole
+    keeps `rate` (budget.solve_part_rates), never below min_rate. The instruction is protected (1.0) by default.
+    """
+
+    rate: float
+    instruction_rate: float | None = 1.0
+    question_rate: float | None = None
+    answer_rate: float | None = None
+    unit: Literal["tokens", "words"] = "tokens"
+    min_rate: float = 0.05
+
+    def part_rates(self, part_tokens: dict[str, int]) -> dict[str, float]:
+        fixed = {"instruction": self.instruction_rate, "input": self.question_rate, "output": self.answer_rate}
+        return solve_part_rates(self.rate, part_tokens, fixed, self.min_rate)
+
+
+def _costs(scorer: WordScorer, words: Sequence[str], gaps: Sequence[str], lead: str, unit: str):
+    from damoc.compression.scorer import word_token_ids
+
+    ids = word_token_ids(scorer.tokenizer, words, gaps, lead)
+    costs = np.array([len(x) for x in ids], dtype=np.int64)
+    return ids, (costs if unit == "tokens" else np.ones(len(words), dtype=np.int64))
+
+
+def _segments(costs: np.ndarray, segment_words: int, max_tokens: int) -> list[tuple[int, int]]:
+    """Consecutive word ranges of at most segment_words words and (unless one word alone is longer)
+    max_tokens tokens."""
+    out, start, tokens = [], 0, 0
+    for i, cost in enumerate(costs):
+        if i > start and (i - start >= segment_words or tokens + cost > max_tokens):
+            out.append((start, i))
+            start, tokens = i, 0
+        tokens += int(cost)
+    if start < len(costs):
+        out.append((start, len(costs)))
+    return out
+
+
+def _ensure_one(keep: np.ndarray, scores: np.ndarray, costs: np.ndarray) -> np.ndarray:
+    if keep.size and not keep.any():
+        keep[int(np.argmax(scores / np.maximum(costs, 1)))] = True
+    return keep
 
 
 def compress_text(scorer: WordScorer, text: str, rate: float, segment_words: int = 200,
-                  context: str = "") -> str:
-    """Iterative compression: each segment is scored conditioned on context + the COMPRESSED prefix.
-
-    Conditioning on what was kept (not the original) is LLMLingua's point: a word made predictable only by
-    words that were dropped is still informative in the compressed text.
-    """
-    if rate >= 1.0:
+                  context: str = "", unit: str = "tokens") -> str:
+    """Iterative compression to `rate` of the text's tokens: each segment scored given context + the
+    compressed prefix (KV-cached stream), the cumulative budget filled by NLL per token."""
+    if rate >= 1.0 or not text.strip():
         return text
+    from damoc.compression.scorer import open_stream
+
     words, gaps = split_words(text)
+    lead = " " if context and not context[-1].isspace() else ""
+    ids, costs = _costs(scorer, words, gaps, lead, unit)
+    token_costs = np.array([len(x) for x in ids], dtype=np.int64)
     keep = np.zeros(len(words), dtype=bool)
-    for start, end in segments(len(words), segment_words):
-        prefix = join_kept(words[:start], gaps[:start], keep[:start])
-        scores = scorer.word_nll(words[start:end], context=_join_context(context, prefix))
-        keep[start:end] = keep_mask(scores, rate)
-    return join_kept(words, gaps, keep)
+    scores = np.zeros(len(words), dtype=np.float64)
+    stream = open_stream(scorer, context)
+    seen = kept = 0
+    for start, end in _segments(token_costs, segment_words, max(8, scorer.max_length // 2)):
+        seg_ids = [t for word in ids[start:end] for t in word]
+        nll = stream.score(seg_ids)
+        owners = np.repeat(np.arange(end - start), token_costs[start:end])
+        seg_scores = np.zeros(end - start, dtype=np.float64)
+        np.add.at(seg_scores, owners, nll)
+        scores[start:end] = seg_scores
+        seen += int(costs[start:end].sum())
+        mask = select_by_density(seg_scores, costs[start:end], rate * seen - kept)
+        keep[start:end] = mask
+        kept += int(costs[start:end][mask].sum())
+        stream.append([t for word, k in zip(ids[start:end], mask) if k for t in word])
+    return join_kept(words, gaps, _ensure_one(keep, scores, costs))
 
 
-def answer_scores(scorer: WordScorer, question: str, words: Sequence[str], contrastive: bool = False) -> np.ndarray:
-    """Question-related importance of answer words.
+def answer_scores(scorer: WordScorer, question: str, words: Sequence[str],
+                  scoring: AnswerScoring | bool = "conditional") -> np.ndarray:
+    """Question-related importance of answer words (summed over each word's tokens).
 
-    Plain: s_i = -log p(a_i | Q, a_<i). Contrastive: s_i = NLL(a_i | a_<i) - NLL(a_i | Q, a_<i), high for
-    words the question makes predictable, i.e. the words that answer it.
+    conditional: s_i = -log p(a_i | Q, a_<i), LongLLMLingua's condition_in_question: words the question does
+    not make predictable are kept. contrastive: s_i = NLL(a_i | a_<i) - NLL(a_i | Q, a_<i), the question-
+    related perplexity of the paper: high for words the question makes predictable, i.e. those that answer it.
     """
+    if isinstance(scoring, bool):  # older callers: contrastive=True/False
+        scoring = "contrastive" if scoring else "conditional"
     conditioned = scorer.word_nll(words, context=question + "\n" if question else "")
-    if not contrastive:
+    if scoring == "conditional":
         return conditioned
-    return scorer.word_nll(words) - conditioned
+    if scoring == "contrastive":
+        return scorer.word_nll(words) - conditioned
+    raise ValueError(f"answer scoring must be conditional or contrastive, got {scoring!r}")
 
 
 def compress_answer(scorer: WordScorer, question: str, answer: str, rate: float,
-                    contrastive: bool = False) -> str:
-    """Keep the budget's share of the answer's words ranked by answer_scores (one global budget)."""
+                    scoring: AnswerScoring | bool = "conditional", unit: str = "tokens") -> str:
+    """Keep `rate` of the answer's tokens, words ranked by answer_scores per token (one global budget)."""
     if rate >= 1.0:
         return answer
     words, gaps = split_words(answer)
     if not words:
         return ""
-    return join_kept(words, gaps, keep_mask(answer_scores(scorer, question, words, contrastive), rate))
+    _, costs = _costs(scorer, words, gaps, "", unit)
+    scores = answer_scores(scorer, question, words, scoring)
+    keep = select_by_density(scores, costs, rate * int(costs.sum()))
+    return join_kept(words, gaps, _ensure_one(keep, scores, costs))
 
 
-def compress_sample(scorer: WordScorer, sample: Sample, rate: float, segment_words: int = 200,
-                    contrastive: bool = False) -> Sample:
-    """Compress each field to the rate; the id is kept.
+def count_units(scorer: WordScorer, text: str, unit: str = "tokens") -> int:
+    if unit == "words":
+        return len(text.split())
+    return len(scorer.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
 
-    Instruction then input are compressed as one iterative stream (the compressed instruction conditions
-    the input); the output is scored against the ORIGINAL instruction + input, the full question.
+
+def compress_sample(scorer: WordScorer, sample: Sample, budget: Budget | float, segment_words: int = 200,
+                    answer_scoring: AnswerScoring | bool = "conditional",
+                    instruction_cache: dict | None = None) -> Sample:
+    """Compress each part to its rate (Budget.part_rates for this sample); the id is kept.
+
+    The compressed instruction conditions the question; the answer is scored against the ORIGINAL
+    instruction + question. Identical instructions are compressed once (instruction_cache: text -> form),
+    so every row, and evaluation, sees the same instruction.
     """
-    if rate >= 1.0:
+    if not isinstance(budget, Budget):
+        budget = Budget(rate=float(budget), instruction_rate=None)
+    if budget.rate >= 1.0 and all(r in (None, 1.0) for r in (budget.instruction_rate, budget.question_rate,
+                                                           budget.answer_rate)):
         return sample
-    instruction = compress_text(scorer, sample.instruction, rate, segment_words)
-    input_ = compress_text(scorer, sample.input, rate, segment_words, context=instruction)
+    tokens = {part: count_units(scorer, getattr(sample, part), budget.unit) for part in PARTS}
+    rates = budget.part_rates(tokens)
+    cache = instruction_cache if instruction_cache is not None else {}
+    key = (sample.instruction, rates["instruction"], budget.unit)
+    if key not in cache:
+        cache[key] = compress_text(scorer, sample.instruction, rates["instruction"], segment_words,
+                                   unit=budget.unit)
+    instruction = cache[key]
+    input_ = compress_text(scorer, sample.input, rates["input"], segment_words, context=instruction,
+                           unit=budget.unit)
     question = "\n".join(part for part in (sample.instruction, sample.input) if part)
-    output = compress_answer(scorer, question, sample.output, rate, contrastive)
+    output = compress_answer(scorer, question, sample.output, rates["output"], answer_scoring, budget.unit)
     return dataclasses.replace(sample, instruction=instruction, input=input_, output=output)

@@ -45,7 +45,10 @@ class PerplexityScorer:
             raise ValueError(f"max_length must be >= 2, got {self.max_length}")
         start = self.tokenizer.bos_token_id
         self.start_token_id: int | None = start if start is not None else self.tokenizer.eos_token_id
-        self._logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        params = inspect.signature(self.model.forward).parameters
+        self._logits_to_keep = "logits_to_keep" in params
+        # transformers >= 5.2x names the KV cache argument `cache` (`past_key_values` before).
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     def _model_max_length(self) -> int:
         cfg = self.model.config
@@ -127,3 +130,138 @@ def _owner(offset: tuple[int, int], starts: list[int], ends: list[int]) -> int:
     if last >= ends[idx] and idx + 1 < len(starts):
         return idx + 1
     return idx
+
+
+# --- token ownership and the iterative (KV-cached) stream --------------------------------------------------
+
+def word_token_ids(tokenizer, words: Sequence[str], gaps: Sequence[str], lead: str = "") -> list[list[int]]:
+    """Token ids owned by each word when `lead + w0 + g0 + w1 + g1 ... w_last` is tokenized once.
+
+    One tokenizer call over the whole text (linear time). A token ending in a gap goes to the following word
+    (as in word_nll); tokens ending in `lead` are dropped. Summing len() over words gives the scorer-token
+    cost of keeping each word.
+    """
+    if not words:
+        return []
+    starts, ends, parts, pos = [], [], [lead], len(lead)
+    for i, word in enumerate(words):
+        starts.append(pos)
+        ends.append(pos + len(word))
+        parts.append(word)
+        pos += len(word)
+        if i + 1 < len(words):
+            parts.append(gaps[i])
+            pos += len(gaps[i])
+    enc = tokenizer("".join(parts), add_special_tokens=False, return_offsets_mapping=True)
+    out: list[list[int]] = [[] for _ in words]
+    for token, offset in zip(enc["input_ids"], enc["offset_mapping"]):
+        owner = _owner(offset, starts, ends) if offset[1] > offset[0] else -1
+        if owner >= 0:
+            out[owner].append(token)
+    return out
+
+
+def _cache_len(cache) -> int:
+    return 0 if cache is None else int(cache.get_seq_length())
+
+
+class KVStream:
+    """The conditioning stream of iterative compression: start token + context + the COMPRESSED prefix.
+
+    `score(ids)` returns -log p(ids[t] | stream, ids[:t]) without changing the stream; `append(ids)` extends
+    the stream with what was kept. The stream's KV cache is reused across segments (a scored segment is cropped
+    back off the cache), so a row costs one forward pass over its tokens plus one over its kept tokens: time
+    is linear in the row's length. The stream is kept within the model window: when a segment would not fit,
+    the cache is rebuilt from the last half-window of stream tokens (context truncated from the left, as in
+    token_nll), which happens at most once per half-window of tokens.
+    """
+
+    def __init__(self, scorer: "PerplexityScorer", prefix_ids: Sequence[int]) -> None:
+        self.scorer = scorer
+        self.window = scorer.max_length
+        self.history: list[int] = []
+        self.cache = None
+        self.last_logits: torch.Tensor | None = None  # predicts the next token after the stream
+        self.forward_tokens = 0  # tokens run through the model (for tests of linear cost)
+        self.append(prefix_ids)
+
+    def _forward(self, ids: Sequence[int]) -> torch.Tensor:
+        x = torch.tensor([list(ids)], dtype=torch.long, device=self.scorer.device)
+        name = self.scorer._cache_kwarg
+        out = self.scorer.model(input_ids=x, use_cache=True, **({name: self.cache} if self.cache is not None else {}))
+        self.cache = getattr(out, "cache", None) if name == "cache" else out.past_key_values
+        self.forward_tokens += len(ids)
+        return out.logits[0]
+
+    def _rebuild(self, keep: int) -> None:
+        """Re-encode the stream from its last `keep` tokens (fresh positions)."""
+        self.cache, self.last_logits = None, None
+        tail = self.history[-keep:] if keep > 0 else []
+        if tail:
+            self.last_logits = self._forward(tail)[-1]
+
+    def _crop(self, length: int) -> None:
+        current = _cache_len(self.cache)
+        if current == length:
+            return
+        try:
+            self.cache.crop(length - current)
+            if _cache_len(self.cache) != length:
+                raise RuntimeError("crop did not take")
+        except Exception:  # noqa: BLE001 - caches that cannot crop: re-encode the stream instead
+            self._rebuild(min(len(self.history), self.window))
+
+    def _room_for(self, n: int) -> None:
+        if _cache_len(self.cache) + n > self.window:
+            self._rebuild(min(len(self.history), max(0, self.window - n), self.window // 2))
+
+    @torch.inference_mode()
+    def score(self, ids: Sequence[int]) -> np.ndarray:
+        """NLL of each of ids given the stream and the ids before it; the stream is left unchanged."""
+        n = len(ids)
+        out = np.zeros(n, dtype=np.float64)
+        if n == 0:
+            return out
+        chunk = max(1, self.window // 2)
+        if n > chunk:  # longer than half a window: sliding windows over the stream tail + the segment
+            tail = self.history[-chunk:]
+            nll = self.scorer.token_nll(tail + list(ids), first=max(len(tail), 1))
+            out[:] = nll[len(tail):]
+            if not tail:
+                out[0] = 0.0
+            return out
+        self._room_for(n)
+        base, last = _cache_len(self.cache), self.last_logits
+        logits = self._forward(ids)
+        preds = torch.cat([last.unsqueeze(0), logits[:-1]]) if last is not None else logits[:-1]
+        targets = torch.tensor(list(ids) if last is not None else list(ids)[1:], dtype=torch.long,
+                               device=self.scorer.device)
+        nll = F.cross_entropy(preds.float(), targets, reduction="none").cpu().numpy()
+        out[n - len(nll):] = nll
+        self._crop(base)
+        self.last_logits = last
+        return out
+
+    @torch.inference_mode()
+    def append(self, ids: Sequence[int]) -> None:
+        ids = list(ids)
+        chunk = max(1, self.window // 2)
+        for start in range(0, len(ids), chunk):
+            piece = ids[start:start + chunk]
+            self._room_for(len(piece))
+            self.history.extend(piece)
+            self.last_logits = self._forward(piece)[-1]
+        if len(self.history) > 2 * self.window:
+            self.history = self.history[-self.window:]
+
+
+def _stream_prefix(scorer: "PerplexityScorer", context: str) -> list[int]:
+    ids = [scorer.start_token_id] if scorer.start_token_id is not None else []
+    if context:
+        ids += scorer.tokenizer(context, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+def open_stream(scorer: "PerplexityScorer", context: str = "") -> KVStream:
+    """A KVStream primed with the start token and `context`."""
+    return KVStream(scorer, _stream_prefix(scorer, context))
