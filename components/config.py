@@ -23,7 +23,12 @@ def validate_config(mode: str, candidates: list, data: dict, filter: dict, compr
 
     from damoc.config_params import from_pipeline_arguments
 
+    from damoc.workflow.preflight import pruning_warnings
+
     cfg = from_pipeline_arguments(args)
+    warnings = pruning_warnings(cfg)  # candidates pruning cannot handle: trained unpruned, flagged, never dropped
+    for line in warnings:
+        print(f"warning: {line}")
     Path(config.path).write_text(cfg.model_dump_json(indent=2))
-    config.metadata.update({"mode": cfg.mode, "candidates": len(cfg.candidates)})
+    config.metadata.update({"mode": cfg.mode, "candidates": len(cfg.candidates), "warnings": warnings})
     return namedtuple("Outputs", ["started_at"])(time.time())

@@ -76,6 +76,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     cfg = resolve_builtins(_absolute_overrides(cfg, overrides))
     _preflight_data(cfg)
+    from damoc.workflow.preflight import pruning_warnings
+
+    for line in pruning_warnings(cfg):
+        print(f"warning: {line}", file=sys.stderr)
     from damoc_pipelines.local_runner import run_local
 
     print(f"DaMoC: running '{cfg.mode}' on {len(cfg.candidates)} candidate(s) locally via kfp.local -> {out}")
@@ -148,8 +152,12 @@ def _preflight_data(cfg) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from damoc.config import load_config
 
+    from damoc.workflow.preflight import pruning_warnings
+
     cfg = load_config(args.config)
     print(f"{args.config}: valid ({cfg.mode}, {len(cfg.candidates)} candidates, task {cfg.data.task})")
+    for line in pruning_warnings(cfg):
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 

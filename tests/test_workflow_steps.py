@@ -100,3 +100,18 @@ def test_a_candidate_pruning_cannot_handle_is_trained_unpruned_and_flagged(tmp_p
     no_base = {"name": "chatonly", "path": str(tiny_pair[1])}
     result = prune_step(_cfg([no_base]), no_base, data, tmp_path / "pruned2", progress=False)
     assert result.status == "ok" and "no base_path" in result.flags[0]
+
+
+def test_validation_warns_about_candidates_pruning_cannot_handle(tmp_path, tiny_pair):
+    from damoc.workflow.preflight import pruning_warnings
+
+    phi = tmp_path / "phi"
+    phi.mkdir()
+    (phi / "config.json").write_text(json.dumps({"model_type": "phi", "num_hidden_layers": 2}))
+    cands = [{"name": "ok", "path": str(tiny_pair[1]), "base_path": str(tiny_pair[0])},
+             {"name": "chatonly", "path": str(tiny_pair[1])},
+             {"name": "phi", "path": str(phi), "base_path": str(phi)}]
+    warnings = pruning_warnings(_cfg(cands))
+    assert len(warnings) == 2 and "chatonly" in warnings[0] and "no base_path" in warnings[0]
+    assert "phi" in warnings[1] and "unpruned" in warnings[1]
+    assert pruning_warnings(_cfg(cands, mode="grid_search")) == []

@@ -30,7 +30,8 @@ def _check_choice_rows(samples: Sequence[Sample], task: str) -> None:
 
 def evaluate_model(model_path: str | Path, samples: Sequence[Sample], task: str, *, max_new_tokens: int = 64,
                    batch_size: int = 16, trust_remote_code: bool = False, progress: bool = False,
-                   n_examples: int = 3, max_length: int = 256, predict: bool = True) -> dict[str, Any]:
+                   n_examples: int = 3, max_length: int = 256, predict: bool = True,
+                   chat_template: bool = True) -> dict[str, Any]:
     """Score the checkpoint at ``model_path`` on ``samples`` for the registered task type ``task``.
 
     Returns the task's mean metrics (key ``score``: the ranking metric) and ``samples``, ``eval_seconds``,
@@ -50,17 +51,17 @@ def evaluate_model(model_path: str | Path, samples: Sequence[Sample], task: str,
     tok = load_tokenizer(model_path, trust_remote_code)
     model = load_causal_lm(model_path, trust_remote_code).eval()
     if not predict:
-        row_loglik = reference_logliks(model, tok, samples, max_length, batch_size)
+        row_loglik = reference_logliks(model, tok, samples, max_length, batch_size, chat_template)
         n = len(samples)
         return {"score": None, "samples": n, "eval_seconds": round(time.perf_counter() - started, 3),
                 "examples": [], "loglik": sum(row_loglik) / n if n else None, "row_loglik": row_loglik}
     if task_type.kind == "choice":
-        picks = choice_predictions(model, tok, samples, max_length, batch_size)
+        picks = choice_predictions(model, tok, samples, max_length, batch_size, chat_template=chat_template)
         predictions = [s.options[i] for s, i in zip(samples, picks)]
     else:
         predictions = generate_with(model, tok, samples, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                    progress=progress)
-    row_loglik = reference_logliks(model, tok, samples, max_length, batch_size)
+                                    max_prompt_tokens=max_length, chat_template=chat_template, progress=progress)
+    row_loglik = reference_logliks(model, tok, samples, max_length, batch_size, chat_template)
     references = [s.output for s in samples]
     rows = task_type.row_scores(predictions, references)
     n = len(samples)

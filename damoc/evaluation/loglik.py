@@ -75,15 +75,16 @@ def _answer_span(example: dict[str, list[int]]) -> Span:
 
 
 def reference_logliks(model, tok, samples: Sequence[Sample], max_length: int = 256,
-                      batch_size: int = 16) -> list[float]:
+                      batch_size: int = 16, chat_template: bool = True) -> list[float]:
     """Per sample, the mean log-likelihood per token of its reference answer (answer tokens + EOS) given its
     prompt, encoded exactly as fine-tuning encodes it (``encode_example(tok, sample, max_length)``)."""
-    spans = [_answer_span(encode_example(tok, s, max_length)) for s in samples]
+    spans = [_answer_span(encode_example(tok, s, max_length, chat_template)) for s in samples]
     return [total / count for total, count in span_logprobs(model, spans, batch_size=batch_size, pad_id=_pad_id(tok))]
 
 
 def option_scores(model, tok, samples: Sequence[Sample], max_length: int = 256, batch_size: int = 16, *,
-                  length_normalized: bool = True, with_eos: bool = False) -> list[list[float]]:
+                  length_normalized: bool = True, with_eos: bool = False,
+                  chat_template: bool = True) -> list[list[float]]:
     """Per multiple-choice sample, the log-likelihood of each of its options as the answer.
 
     Each option is encoded as the sample's answer would be in training (``encode_example`` with
@@ -103,7 +104,8 @@ def option_scores(model, tok, samples: Sequence[Sample], max_length: int = 256, 
             n_tokens = len(tok(option.strip(), add_special_tokens=False)["input_ids"])
             if n_tokens == 0:
                 raise ValueError(f"sample {sample.id!r}: option {option!r} encodes to no tokens")
-            ids, start, end = _answer_span(encode_example(tok, dataclasses.replace(sample, output=option), max_length))
+            ids, start, end = _answer_span(encode_example(tok, dataclasses.replace(sample, output=option), max_length,
+                                                              chat_template))
             # the answer span is option tokens + EOS unless truncated; drop EOS unless asked for
             spans.append((ids, start, end if with_eos else min(end, start + n_tokens)))
     scored = span_logprobs(model, spans, batch_size=batch_size, pad_id=_pad_id(tok))
@@ -116,8 +118,10 @@ def option_scores(model, tok, samples: Sequence[Sample], max_length: int = 256, 
 
 
 def choice_predictions(model, tok, samples: Sequence[Sample], max_length: int = 256, batch_size: int = 16, *,
-                       length_normalized: bool = True, with_eos: bool = False) -> list[int]:
+                       length_normalized: bool = True, with_eos: bool = False,
+                       chat_template: bool = True) -> list[int]:
     """The index of the best-scoring option of each sample (ties: the first); see :func:`option_scores`."""
     return [max(range(len(row)), key=row.__getitem__)
             for row in option_scores(model, tok, samples, max_length, batch_size,
-                                     length_normalized=length_normalized, with_eos=with_eos)]
+                                     length_normalized=length_normalized, with_eos=with_eos,
+                                     chat_template=chat_template)]

@@ -69,6 +69,9 @@ def prune_step(cfg: RunConfig, candidate: dict[str, Any], calibration_path: Path
                 model_out / "checkpoint", threshold=cfg.pruning.threshold,
                 keep_fraction=cfg.pruning.merge_keep_fraction, max_prune_fraction=cfg.pruning.max_prune_fraction,
                 rule=cfg.pruning.rule, target_fraction=cfg.pruning.target_fraction,
+                sparsity_reading=cfg.pruning.merge_sparsity_reading, coefficient=cfg.pruning.merge_coefficient,
+                merge_alpha=cfg.pruning.merge_alpha, merge_target=cfg.pruning.merge_target,
+                min_layers_kept=cfg.pruning.min_layers_kept, protect_first_last=cfg.pruning.protect_first_last,
                 trust_remote_code=cand.trust_remote_code, progress=progress)
         except Exception as err:  # noqa: BLE001 — fall back to the unpruned checkpoint, flagged
             if _layer_count(cand.path, cand.trust_remote_code) is None:
@@ -104,7 +107,7 @@ def finetune_step(cfg: RunConfig, candidate: dict[str, Any], model_in: Path, tra
     def body() -> dict[str, Any]:
         launcher = LAUNCHERS.get(cfg.training.launcher)
         return launcher.train(model_in_artifact(model_in), read_samples(train_path), model_out, cfg.training,
-                              trust_remote_code=cand.trust_remote_code, progress=progress)
+                              trust_remote_code=cand.trust_remote_code, progress=progress, candidate=cand.name)
 
     result.record(run_stage("train", body, capture_failure=True))
     model_out.mkdir(parents=True, exist_ok=True)
@@ -126,6 +129,7 @@ def evaluate_step(cfg: RunConfig, candidate: dict[str, Any], model_in: Path, eva
         return evaluate_model(str(model_in), read_samples(eval_path), cfg.data.task,
                               max_new_tokens=cfg.evaluation.max_new_tokens, batch_size=cfg.evaluation.batch_size,
                               max_length=cfg.training.max_length, predict=cfg.evaluation.predict,
+                              chat_template=cfg.training.chat_template,
                               trust_remote_code=cand.trust_remote_code, progress=progress)
 
     stage = run_stage("evaluate", body, capture_failure=True)
