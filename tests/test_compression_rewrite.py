@@ -216,3 +216,11 @@ def test_compress_dataset_sends_failures_to_the_rewriter(server_factory, tiny_pa
     out, stats = compress_dataset(samples, gate_failure="best_attempt", **common)
     assert stats["best_attempt"] == 3 and all(o.id == s.id for o, s in zip(out, samples))
     assert stats["token_ratio"] < 0.75
+
+
+def test_local_backend_generates_in_process(tiny_pair):
+    backend = build_backend("local", {"max_new_tokens": 4}, default_model=str(tiny_pair[1]))
+    replies = backend.generate([build_messages(ORIG[0], COMP[0], [], [], 0.9, 4, 0.1)])
+    assert len(replies) == 1 and isinstance(replies[0], str) and backend.errors == 0
+    out = rewrite_failures(backend, ORIG[:1], COMP[:1], [0.1], [], overlap_gate, 0.9, rounds=1)
+    assert out.samples == COMP[:1] and out.rounds[0]["tried"] == 1  # random model: garbage, best kept

@@ -124,7 +124,7 @@ def compress_dataset(samples: Sequence[Sample], *, scorer_model: str, rate: floa
                      gate_layer: int | None = None, gate_window_words: int = 200, gate_failure: str = "original",
                      rewriter_options: dict | None = None, rewrite_rounds: int = 2, rewrite_examples: int = 3,
                      rewrite_length_tolerance: float = 0.1, tokenizer_paths: dict[str, str] | None = None,
-                     seed: int = 0) -> tuple[list[Sample], dict]:
+                     seed: int = 0, rewrite_system_prompt: str | None = None) -> tuple[list[Sample], dict]:
     """Compress every sample to the token budget, gate by BERTScore, rewrite failures; returns (samples, stats).
 
     rewriter: None; a backend name (`openai`, `local`; settings in rewriter_options); a backend object
@@ -180,7 +180,8 @@ def compress_dataset(samples: Sequence[Sample], *, scorer_model: str, rate: floa
                 examples = [compressed[i] for i, f in enumerate(fate) if f == "passed"]
                 outcome = rewrite_failures(backend, [samples[i] for i in failed], [compressed[i] for i in failed],
                                            [scores[i] for i in failed], examples, gate, bertscore_threshold,
-                                           rewrite_rounds, rewrite_examples, rewrite_length_tolerance, seed)
+                                           rewrite_rounds, rewrite_examples, rewrite_length_tolerance, seed,
+                                           rewrite_system_prompt)
                 rounds, attempts = outcome.rounds, outcome.attempts
                 errors = int(getattr(backend, "errors", 0))
                 for j, i in enumerate(failed):

@@ -193,7 +193,7 @@ def format_example(sample: Sample) -> str:
 
 def build_messages(original: Sample, compressed: Sample, examples: Sequence[Sample],
                    negatives: Sequence[tuple[str, float]], threshold: float, target_words: int,
-                   tolerance: float) -> list[dict]:
+                   tolerance: float, system_prompt: str | None = None) -> list[dict]:
     lines = []
     if original.instruction:
         lines += [f"Task of the example (kept as is): {original.instruction}", ""]
@@ -209,7 +209,7 @@ def build_messages(original: Sample, compressed: Sample, examples: Sequence[Samp
         for text, score in negatives:
             lines += [f"(similarity {score:.3f})", text, ""]
     lines.append("Revised Compressed Text:")
-    return [{"role": "system", "content": SYSTEM_PROMPT.format(tolerance=tolerance)},
+    return [{"role": "system", "content": (system_prompt or SYSTEM_PROMPT).format(tolerance=tolerance)},
             {"role": "user", "content": "\n".join(lines)}]
 
 
@@ -255,7 +255,7 @@ def rewrite_failures(backend: RewriteBackend, originals: Sequence[Sample], compr
                      scores: Sequence[float], examples: Sequence[Sample],
                      gate: Callable[[list[Sample], list[Sample]], list[float]], threshold: float,
                      rounds: int = 2, n_examples: int = 3, tolerance: float = 0.1,
-                     seed: int = 0) -> RewriteOutcome:
+                     seed: int = 0, system_prompt: str | None = None) -> RewriteOutcome:
     """The iterative rewriting loop over samples below the gate (bounded rounds; best attempt kept)."""
     rng = random.Random(seed)
     n = len(originals)
@@ -270,7 +270,8 @@ def rewrite_failures(backend: RewriteBackend, originals: Sequence[Sample], compr
             break
         conversations = [build_messages(originals[i], best[i],
                                         rng.sample(list(examples), min(n_examples, len(examples))),
-                                        negatives[i][-3:], threshold, targets[i], tolerance) for i in todo]
+                                        negatives[i][-3:], threshold, targets[i], tolerance, system_prompt)
+                         for i in todo]
         replies = backend.generate(conversations)
         outcome.attempts += len(todo)
         parsed = [(i, parse_revision(reply, best[i])) for i, reply in zip(todo, replies)]
