@@ -37,14 +37,18 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     from damoc.compression import compress_dataset
-    from damoc.data.records import read_samples
     from damoc.demo.builtin import demo_data_dir
     from damoc.demo.zoo import default_zoo_dir, ensure_zoo
 
     zoo = ensure_zoo(default_zoo_dir())
     scorer = str(zoo / args.scorer / "chat") if (zoo / args.scorer).is_dir() else args.scorer
     tokenizers = {p.name: str(p / "chat") for p in sorted(zoo.iterdir()) if (p / "chat").is_dir()}
-    samples = read_samples(demo_data_dir("qa_long") / "train.jsonl")[: args.n]
+    from damoc.data.schema import Sample
+
+    lines = (demo_data_dir("qa_long") / "train.jsonl").read_text().splitlines()[: args.n]
+    samples = [Sample(id=str(i), **{k: v for k, v in json.loads(line).items() if k in ("instruction", "input",
+                                                                                      "output")})
+               for i, line in enumerate(lines)]
     rows = []
     for rate in [float(r) for r in args.rates.split(",")]:
         _, stats = compress_dataset(samples, scorer_model=scorer, rate=rate, bertscore_threshold=args.threshold,
