@@ -108,8 +108,8 @@ def test_method_settings_are_validated_against_the_registry():
 
 
 def test_settings_that_do_nothing_are_rejected_naming_the_key():
-    with pytest.raises(ConfigError, match=r"compression.rewrite: rewriting is not implemented yet"):
-        parse_config({**MINIMAL, "compression": {"rewrite": True}})
+    with pytest.raises(ConfigError, match=r"compression.rewriter: unknown rewriter backend 'gpt9'; available: "):
+        parse_config({**MINIMAL, "compression": {"rewrite": True, "rewriter": "gpt9"}})
     with pytest.raises(ConfigError, match=r"training.launcher: unknown training launcher 'slurm'"):
         parse_config({**MINIMAL, "training": {"launcher": "slurm"}})
     with pytest.raises(ConfigError, match=r"data.task: unknown task type 'poetry'"):

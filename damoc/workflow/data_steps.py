@@ -60,14 +60,15 @@ def compress_step(cfg: RunConfig, train_in: Path, out: Path, progress: bool = Tr
         if not compression_enabled(cfg):
             _skip(train_in, out, f"mode={cfg.mode}, enabled={cfg.compression.enabled}, "
                   f"rate={cfg.compression.rate}")
-        from damoc.compression import compress_dataset
+        from damoc.compression import compress_dataset, dataset_kwargs
         from damoc.workflow.model_sources import resolve_model_source
 
         scorer = resolve_model_source(cfg.scorer_model_path())
-        compressed, stats = compress_dataset(read_samples(train_in), scorer_model=scorer,
-                                             rate=cfg.compression.rate,
-                                             bertscore_threshold=cfg.compression.bertscore_threshold,
-                                             segment_words=cfg.compression.segment_words, progress=progress)
+        # token ratios in each candidate's own tokenizer, for candidates whose checkpoint is already local
+        # (an s3:// or hub candidate is not downloaded just to count tokens)
+        tokenizers = {c.name: c.path for c in cfg.candidates if Path(c.path).is_dir()}
+        compressed, stats = compress_dataset(read_samples(train_in), scorer_model=scorer, tokenizer_paths=tokenizers,
+                                             progress=progress, **dataset_kwargs(cfg.compression))
         write_samples(compressed, out)
         return {"scorer_model": cfg.scorer_model_path(), **stats}
 
