@@ -18,6 +18,8 @@ from typing import Sequence
 
 import torch
 
+from damoc.batching import right_pad
+
 from damoc.data.schema import Sample
 from damoc.training.finetune import IGNORE_INDEX, encode_example
 
@@ -44,13 +46,7 @@ def span_logprobs(model, spans: Sequence[Span], *, batch_size: int = 16, pad_id:
     try:
         for first in range(0, len(order), max(1, batch_size)):
             idx = order[first:first + max(1, batch_size)]
-            width = max(len(spans[i][0]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids = spans[i][0]
-                input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-                mask[row, :len(ids)] = 1
+            input_ids, mask = right_pad([spans[i][0] for i in idx], pad_id)
             logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
             for row, i in enumerate(idx):
                 ids, start, end = spans[i]

@@ -81,6 +81,8 @@ def rating_expectation(model: Any, tok: Any, prompts: Sequence[str], ratings: Se
     """
     import torch
 
+    from damoc.batching import right_pad
+
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     cont = [tok(f" {r}", add_special_tokens=False)["input_ids"] for r in ratings]
@@ -92,12 +94,7 @@ def rating_expectation(model: Any, tok: Any, prompts: Sequence[str], ratings: Se
     out = np.empty(len(prompts), dtype=np.float64)
 
     def logits_of(seqs: list[list[int]]) -> tuple[torch.Tensor, list[int]]:
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, :len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[r, :len(s)] = 1
+        ids, mask = right_pad(seqs, pad)
         with torch.no_grad():
             return torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1), \
                 [len(s) for s in seqs]

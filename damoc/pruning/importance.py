@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from damoc.batching import right_pad
 from damoc.pruning.architectures import ArchitectureSpec, spec_for
 
 
@@ -31,13 +32,7 @@ def _batches(tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: 
                                         add_special_tokens=True)["input_ids"] if len(ids) > 0]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start:start + batch_size]
-        width = max(len(ids) for ids in chunk)
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, ids in enumerate(chunk):
-            input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-            mask[row, :len(ids)] = 1
+        input_ids, mask = right_pad(encoded[start:start + batch_size], pad_id)
         yield input_ids.to(device), mask.to(device)
 
 
