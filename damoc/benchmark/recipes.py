@@ -252,6 +252,12 @@ def prune_job(doc: dict[str, Any], candidate: dict[str, Any], calibration: str, 
 KINDS = {"pipeline": _pipeline_recipe, "shots": _shots_recipe, "halving": _halving_recipe}
 
 
+def recipe_costs(run: dict[str, Any], task: BenchTask, recipe_name: str, candidates: list[dict[str, Any]],
+                 variant: Variant, root: Path, predict: bool | None = None) -> dict[str, Any]:
+    """The cost of a cached run, recounted (e.g. without generation for a log-likelihood ranking)."""
+    return _costs(run, task, get_recipe(recipe_name), candidates, variant, root, predict)
+
+
 def run_recipes(tasks: list[BenchTask], recipe_names: list[str], candidates: list[dict[str, Any]], root: Path,
                 variant: Variant, workers: int = 2) -> dict[str, dict[str, Any]]:
     """{recipe: {task: run}} — each run cached under root/results keyed by its settings, so a rerun of the
@@ -279,8 +285,11 @@ def run_recipes(tasks: list[BenchTask], recipe_names: list[str], candidates: lis
 
 
 def _costs(run: dict[str, Any], task: BenchTask, rec: Recipe, candidates: list[dict[str, Any]],
-           variant: Variant, root: Path) -> dict[str, Any]:
-    """Seconds and FLOPs per stage: data stages once, candidate stages summed over candidates."""
+           variant: Variant, root: Path, predict: bool | None = None) -> dict[str, Any]:
+    """Seconds and FLOPs per stage: data stages once, candidate stages summed over candidates.
+
+    predict: whether evaluation generates (None: as the recipe ran). A ranking by reference log-likelihood
+    needs no generation (`evaluation.predict: false`), so its cost is counted without it."""
     data = task_data(task, root)
     evals = read_samples_any(data["eval"], task)[: variant.proxy_eval_rows or None]
     train_rows = read_samples_any(data["train"], task)
@@ -303,10 +312,10 @@ def _costs(run: dict[str, Any], task: BenchTask, rec: Recipe, candidates: list[d
         if not summary:
             continue
         tokens = _token_counts(cand["path"], evals, task.max_length)
-        predict = rec.kind != "halving"
+        predicting = (rec.kind != "halving") if predict is None else predict
         evaluations = summary.get("stages", {}).get("evaluate", {}).get("stats", {}).get("evaluations", 1)
         cost = candidate_cost(summary, params=manifest_params[cand["name"]], eval_tokens=tokens, rows=len(evals),
-                              task=task, batch_size=batch, predict=predict, calibration_tokens=calibration)
+                              task=task, batch_size=batch, predict=predicting, calibration_tokens=calibration)
         cost["flops"]["evaluate"] *= evaluations
         per_candidate[cand["name"]] = cost
         for stage, value in cost["flops"].items():
