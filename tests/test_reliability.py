@@ -164,7 +164,8 @@ def test_errors_carry_no_colour_codes_and_interrupt_is_one_line(tmp_path, capsys
     monkeypatch.setattr(runner, "run_local", interrupted)
     assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 130
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: interrupted (Ctrl-C)") and "Traceback" not in err
+    lines = [line for line in err.splitlines() if not line.startswith("warning:")]  # pre-run warnings may precede
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted (Ctrl-C)") and "Traceback" not in err
     monkeypatch.setattr(runner, "run_local", lambda cfg, out: (_ for _ in ()).throw(runner.RunInterrupted(15)))
     assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 143
 
@@ -284,7 +285,7 @@ def test_signal_stops_every_task_process(tmp_path, signum):
             pids.append(int(line.split()[1]))
     assert len(pids) == 2
     proc.send_signal(signum)
-    rest, _ = proc.communicate(timeout=30)
+    rest, _ = proc.communicate(timeout=90)  # generous: a loaded 2-core box is slow to stop the children
     assert proc.returncode == 128 + signum and f"interrupted {int(signum)}" in rest
     for pid in pids:
         with pytest.raises(ProcessLookupError):  # gone, not left running (nor a zombie of ours)
