@@ -74,6 +74,10 @@ RECIPES: tuple[Recipe, ...] = (
            f"{PROXY_STEPS}-step budget per proxy", overrides=_with(_PAPER, pruning={"rule": "fraction",
                                                                    "target_fraction": 0.25},
                                                            training={"max_steps": PROXY_STEPS})),
+    Recipe("lean10", "GraphCut 10% + the paper's token compression + every candidate loses 25% of its layers, "
+           "grid epochs (half the paper's training)", overrides=_with(_PAPER, filter={"ratio": 0.1},
+                                                                       pruning={"rule": "fraction",
+                                                                                "target_fraction": 0.25})),
     Recipe("random-filter", "paper recipe with a random 20% instead of GraphCut",
            overrides=_with(_PAPER, filter={"method": "random"})),
     Recipe("no-compression", "paper recipe without token compression",
