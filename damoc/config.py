@@ -319,8 +319,9 @@ class EvaluationConfig(_Section):
     max_new_tokens: int = Field(64, ge=1, description="greedy generation length")
     batch_size: int = Field(16, ge=1, description="prompts per generation batch")
     rank_by: Literal["metric", "loglik"] = Field(
-        "metric", description="metric: the task's metric; loglik: mean per-token log-likelihood of the reference "
-        "answers (less noisy on weak proxies); both are always reported")
+        "loglik", description="loglik: mean per-token log-likelihood of the reference answers (the selection "
+        "benchmark's pick: less noisy on briefly trained proxies); metric: the task's metric; both are always "
+        "reported, and grid search always ranks by the metric (the ground truth)")
     predict: bool = Field(True, description="false (with rank_by: loglik): skip generating answers, so evaluation "
                           "is one forward pass per row and the task metric is not reported")
     tie_confidence: float = Field(0.9, gt=0.0, lt=1.0, description="candidates whose paired-bootstrap interval "
@@ -350,6 +351,11 @@ class RunConfig(_Section):
         if dupes:
             raise ValueError(f"candidates: duplicate name(s) {dupes}; every candidate needs its own name")
         return self
+
+    @property
+    def rank_by(self) -> str:
+        """What candidates are ranked by: grid search is the ground truth, so always its task metric."""
+        return self.evaluation.rank_by if self.mode == "damoc" else "metric"
 
     @property
     def metric(self) -> str:

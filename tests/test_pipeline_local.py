@@ -39,7 +39,9 @@ def _check_common(out, mode):
     assert set(ranking) == {c["name"] for c in SMALL["candidates"]}
     ok = [r for r in sel["ranking"] if r["status"] == "ok"]
     assert [r["rank"] for r in ok] == [1, 2, 3, 4] and sel["selected"] == ok[0]["candidate"]
-    assert all(0.0 < r["score"] <= 1.0 for r in ok)
+    assert all(0.0 < r["metric_score"] <= 1.0 for r in ok)
+    # damoc ranks by the references' log-likelihood (evaluation.rank_by); grid search by the task metric
+    assert all(r["score"] == (r["loglik"] if mode == "damoc" else r["metric_score"]) for r in ok)
     assert ranking["broken"]["status"] == "failed" and "not found" in ranking["broken"]["error"]
     assert set(sel["cost"]["train_seconds"]) == set(ranking)
     assert sel["cost"]["total_seconds"] > sum(sel["cost"]["train_seconds"].values()) / 2

@@ -128,14 +128,15 @@ def evaluate_step(cfg: RunConfig, candidate: dict[str, Any], model_in: Path, eva
 
         return evaluate_model(str(model_in), read_samples(eval_path), cfg.data.task,
                               max_new_tokens=cfg.evaluation.max_new_tokens, batch_size=cfg.evaluation.batch_size,
-                              max_length=cfg.training.max_length, predict=cfg.evaluation.predict,
+                              max_length=cfg.training.max_length,
+                              predict=cfg.evaluation.predict or cfg.mode != "damoc",  # grid search needs the metric
                               chat_template=cfg.training.chat_template,
                               trust_remote_code=cand.trust_remote_code, progress=progress)
 
     stage = run_stage("evaluate", body, capture_failure=True)
     result.record(stage)
     if stage.status == "ok":
-        key = "loglik" if cfg.evaluation.rank_by == "loglik" else "score"
+        key = "loglik" if cfg.rank_by == "loglik" else "score"
         result.score = stage.stats.get(key)
         if result.score is None:  # e.g. an evaluator without log-likelihoods: say so instead of ranking blind
             result.status, result.error = "failed", f"evaluate: no '{key}' reported (evaluation.rank_by)"

@@ -32,7 +32,7 @@ def rank_step(cfg: RunConfig, results: Sequence[CandidateResult | str], stage_re
         stage_seconds[stage] = sum(r.seconds(stage) for r in parsed)
     selection = build_selection(mode=cfg.mode, metric=cfg.metric, results=parsed, stage_results=stage_results,
                                 stage_seconds=stage_seconds, total_seconds=time.time() - started_at,
-                                rank_by=cfg.evaluation.rank_by, tie_confidence=cfg.evaluation.tie_confidence,
+                                rank_by=cfg.rank_by, tie_confidence=cfg.evaluation.tie_confidence,
                                 bootstrap_samples=cfg.evaluation.bootstrap_samples)
     report = render_report(selection, {r.candidate: {"layers": r.layers(), "flags": r.flags} for r in parsed})
     selection_text = json.dumps(selection, indent=2, default=str)
