@@ -92,6 +92,9 @@ def test_failed_task_exits_1_and_keeps_earlier_results(config_path, tmp_path, ca
     out = tmp_path / "keep2"
     out.mkdir()
     (out / "report.md").write_text("previous report")
-    assert main(["run", str(config_path), "--out", str(out), "--set", "compression.scorer_model=/no/scorer"]) == 1
+    # a filter whose scorer does not exist fails the filter task (a broken *compression* scorer only skips
+    # compression, reported): the run fails with exit 1 and the earlier results stay
+    assert main(["run", str(config_path), "--out", str(out), "--set", "filter.method=superfiltering",
+                 "--set", "filter.options.superfiltering.scorer_model=/no/scorer"]) == 1
     assert "run failed" in capsys.readouterr().err
     assert (out / "report.md").read_text() == "previous report" and not (out / "selection.json").exists()

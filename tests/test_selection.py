@@ -29,8 +29,8 @@ def test_ranking_orders_by_score_and_lists_failures_last():
 def test_selection_document_has_the_contract_keys():
     sel = build_selection(mode="damoc", metric="squad_f1", results=RESULTS, stage_seconds={"filter": 1.25},
                           total_seconds=40.0, stage_results=[StageResult(stage="filter", stats={"n_out": 3})])
-    assert set(sel) == {"mode", "metric", "rank_by", "selected", "tied_with_winner", "uncertainty", "ranking",
-                        "cost", "stats"}
+    assert set(sel) == {"mode", "metric", "rank_by", "warnings", "selected", "tied_with_winner", "uncertainty",
+                        "ranking", "cost", "stats"}
     assert sel["selected"] == "a"
     assert set(sel["cost"]) == {"stage_seconds", "train_seconds", "total_seconds"}
     assert sel["cost"]["train_seconds"] == {"a": 20.0, "b": 10.0, "c": 0.0, "d": 5.0}
@@ -123,3 +123,14 @@ def test_selection_reports_ties_with_the_winner_and_strips_row_values():
     by_loglik = build_selection(mode="damoc", metric="m", results=results, stage_seconds={}, total_seconds=1.0,
                                 stage_results=[], rank_by="loglik")
     assert by_loglik["tied_with_winner"] == [] and by_loglik["uncertainty"]["gap_intervals"]["c"] == [1.0, 1.0]
+
+
+def test_a_diverged_candidate_is_flagged_and_never_selected_and_thin_data_is_warned_about():
+    healthy, diverged = _result("healthy", 0.2), _result("diverged", 0.9)
+    diverged.flags.append("training diverged (loss nan): its score is not a measure of the candidate")
+    prepare = StageResult(stage="prepare", stats={"train_samples": 3, "eval_samples": 1})
+    sel = build_selection(mode="damoc", metric="m", results=[diverged, healthy], stage_seconds={},
+                          total_seconds=1.0, stage_results=[prepare])
+    assert sel["selected"] == "healthy" and sel["ranking"][1]["flags"][0].startswith("training diverged")
+    assert len(sel["warnings"]) == 2 and "3 training rows" in sel["warnings"][0]
+    assert "**Warning:** only 1 evaluation rows" in render_report(sel)

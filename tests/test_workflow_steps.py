@@ -115,3 +115,26 @@ def test_validation_warns_about_candidates_pruning_cannot_handle(tmp_path, tiny_
     assert len(warnings) == 2 and "chatonly" in warnings[0] and "no base_path" in warnings[0]
     assert "phi" in warnings[1] and "unpruned" in warnings[1]
     assert pruning_warnings(_cfg(cands, mode="grid_search")) == []
+
+
+def test_sanity_flags_for_diverged_training_and_empty_answers():
+    from damoc.workflow.candidate_steps import _sanity_flags
+
+    result = CandidateResult(candidate="c")
+    result.record(StageResult(stage="train", stats={"loss_is_finite": False, "train_loss": float("nan")}))
+    result.record(StageResult(stage="evaluate", stats={"samples": 10, "empty_predictions": 7}))
+    _sanity_flags(result)
+    assert result.flags[0].startswith("training diverged") and "7 of 10 generated answers are empty" in result.flags[1]
+
+
+def test_a_broken_scorer_skips_compression_instead_of_sinking_the_run(tmp_path):
+    from damoc.workflow.data_steps import compress_step
+
+    data = tmp_path / "d.jsonl"
+    write_samples(SAMPLES, data)
+    cfg = parse_config({"data": {"train": "t.jsonl", "eval": "e.jsonl", "task": "extractive_qa"},
+                        "candidates": [{"name": "a", "path": "/x"}],
+                        "compression": {"scorer_model": str(tmp_path / "no-such-scorer")}})
+    result = compress_step(cfg, data, tmp_path / "out.jsonl", progress=False)
+    assert result.status == "skipped" and "uncompressed rows" in result.reason and "no-such-scorer" in result.reason
+    assert (tmp_path / "out.jsonl").read_text() == data.read_text()

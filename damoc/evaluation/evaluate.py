@@ -78,6 +78,7 @@ def evaluate_model(model_path: str | Path, samples: Sequence[Sample], task: str,
         "eval_seconds": round(time.perf_counter() - started, 3),
         "examples": examples,
         "row_scores": [float(v) for v in rows["score"]],
+        "empty_predictions": sum(1 for p in predictions if not p.strip()),
         "loglik": sum(row_loglik) / n if n else None,
         "row_loglik": row_loglik,
     }

@@ -1,6 +1,7 @@
 """Rank candidates by their evaluation score; failed candidates are listed, never ranked."""
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 from damoc.results import CandidateResult, StageResult
@@ -16,10 +17,15 @@ def _evaluate_stats(result: CandidateResult) -> dict[str, Any]:
     return stage.stats if stage is not None else {}
 
 
+def _diverged(result: CandidateResult) -> bool:
+    return any(flag.startswith("training diverged") for flag in result.flags)
+
+
 def rank_results(results: Sequence[CandidateResult]) -> list[dict[str, Any]]:
-    """Higher score ranks first; equal scores share order by candidate name so the ranking is deterministic."""
-    ok = sorted((r for r in results if r.status == OK and r.score is not None),
-                key=lambda r: (-float(r.score), r.candidate))
+    """Higher score ranks first; equal scores share order by candidate name so the ranking is deterministic.
+    A candidate whose training diverged is ranked below every healthy one (flagged), never selected silently."""
+    ok = sorted((r for r in results if r.status == OK and r.score is not None and math.isfinite(float(r.score))),
+                key=lambda r: (_diverged(r), -float(r.score), r.candidate))
     ok_names = {r.candidate for r in ok}
     failed = sorted((r for r in results if r.candidate not in ok_names), key=lambda r: r.candidate)
     ranking = []
@@ -56,6 +62,24 @@ def _without_rows(stats: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in stats.items() if k not in ROW_KEYS}
 
 
+MIN_TRAIN_ROWS, MIN_EVAL_ROWS = 50, 30
+
+
+def data_warnings(stage_results: Sequence[StageResult]) -> list[str]:
+    """Too little data for a ranking to mean much: said in the selection and the report."""
+    prepare = next((s for s in stage_results if s.stage == "prepare"), None)
+    if prepare is None:
+        return []
+    out = []
+    train, evals = prepare.stats.get("train_samples"), prepare.stats.get("eval_samples")
+    if train is not None and train < MIN_TRAIN_ROWS:
+        out.append(f"only {train} training rows: proxies barely learn the task, the ranking is mostly noise")
+    if evals is not None and evals < MIN_EVAL_ROWS:
+        out.append(f"only {evals} evaluation rows: differences between candidates are within sampling noise "
+                   "(see tied_with_winner)")
+    return out
+
+
 def build_selection(*, mode: str, metric: str, results: Sequence[CandidateResult],
                     stage_results: Sequence[StageResult], stage_seconds: dict[str, float],
                     total_seconds: float, rank_by: str = "metric", tie_confidence: float = 0.9,
@@ -79,6 +103,7 @@ def build_selection(*, mode: str, metric: str, results: Sequence[CandidateResult
         "mode": mode,
         "metric": metric,
         "rank_by": rank_by,
+        "warnings": data_warnings(stage_results),
         "selected": selected,
         "tied_with_winner": uncertainty["tied_with_winner"] if uncertainty else [],
         "uncertainty": uncertainty,

@@ -25,6 +25,8 @@ def render_report(selection: dict[str, Any], candidate_details: dict[str, dict[s
     lines = [f"# DaMoC selection — mode `{selection['mode']}`", ""]
     lines.append(f"**Selected:** `{selection['selected']}`  " if selection["selected"] else
                  "**Selected:** none — every candidate failed  ")
+    for warning in selection.get("warnings") or []:
+        lines.append(f"**Warning:** {warning}  ")
     tied = selection.get("tied_with_winner") or []
     unc = selection.get("uncertainty")
     if selection["selected"] and unc:

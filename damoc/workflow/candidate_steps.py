@@ -115,6 +115,19 @@ def finetune_step(cfg: RunConfig, candidate: dict[str, Any], model_in: Path, tra
     return result
 
 
+def _sanity_flags(result: CandidateResult) -> None:
+    """Scores that should not be read as they are: a diverged training run, answers that are mostly empty."""
+    train = result.stages.get("train")
+    if train is not None and train.status == "ok" and train.stats.get("loss_is_finite") is False:
+        result.flags.append(f"training diverged (loss {train.stats.get('train_loss')}): its score is not a "
+                            "measure of the candidate; lower training.learning_rate")
+    ev = result.stages.get("evaluate")
+    if ev is not None and ev.status == "ok":
+        rows, empty = ev.stats.get("samples") or 0, ev.stats.get("empty_predictions") or 0
+        if rows and empty / rows >= 0.5:
+            result.flags.append(f"{empty} of {rows} generated answers are empty: the metric is at its floor")
+
+
 def evaluate_step(cfg: RunConfig, candidate: dict[str, Any], model_in: Path, eval_path: Path,
                   progress: bool = True) -> CandidateResult:
     """The candidate's final result (one entry of the fan-in)."""
@@ -135,6 +148,7 @@ def evaluate_step(cfg: RunConfig, candidate: dict[str, Any], model_in: Path, eva
 
     stage = run_stage("evaluate", body, capture_failure=True)
     result.record(stage)
+    _sanity_flags(result)
     if stage.status == "ok":
         key = "loglik" if cfg.rank_by == "loglik" else "score"
         result.score = stage.stats.get(key)

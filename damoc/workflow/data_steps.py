@@ -63,12 +63,22 @@ def compress_step(cfg: RunConfig, train_in: Path, out: Path, progress: bool = Tr
         from damoc.compression import compress_dataset, dataset_kwargs
         from damoc.workflow.model_sources import resolve_model_source
 
-        scorer = resolve_model_source(cfg.scorer_model_path())
+        try:
+            scorer = resolve_model_source(cfg.scorer_model_path())
+        except Exception as err:  # noqa: BLE001 — same fallback as a scorer that fails to load
+            _skip(train_in, out, f"the scorer {cfg.scorer_model_path()} is unavailable ({type(err).__name__}: "
+                  f"{err}); every candidate trains on the uncompressed rows — set compression.scorer_model")
         # token ratios in each candidate's own tokenizer, for candidates whose checkpoint is already local
         # (an s3:// or hub candidate is not downloaded just to count tokens)
         tokenizers = {c.name: c.path for c in cfg.candidates if Path(c.path).is_dir()}
-        compressed, stats = compress_dataset(read_samples(train_in), scorer_model=scorer, tokenizer_paths=tokenizers,
-                                             progress=progress, **dataset_kwargs(cfg.compression))
+        try:
+            compressed, stats = compress_dataset(read_samples(train_in), scorer_model=scorer,
+                                                 tokenizer_paths=tokenizers, progress=progress,
+                                                 **dataset_kwargs(cfg.compression))
+        except Exception as err:  # noqa: BLE001 — a broken scorer must not sink the run: train uncompressed
+            first = str(err).splitlines()[0][:200] if str(err) else ""
+            _skip(train_in, out, f"the scorer {cfg.scorer_model_path()} failed ({type(err).__name__}: {first}); "
+                  "every candidate trains on the uncompressed rows — set compression.scorer_model")
         write_samples(compressed, out)
         return {"scorer_model": cfg.scorer_model_path(), **stats}
 
