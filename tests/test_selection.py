@@ -127,6 +127,7 @@ def test_selection_reports_ties_with_the_winner_and_strips_row_values():
 
 def test_a_diverged_candidate_is_flagged_and_never_selected_and_thin_data_is_warned_about():
     healthy, diverged = _result("healthy", 0.2), _result("diverged", 0.9)
+    diverged.stages["train"].stats.update(loss_is_finite=False, train_loss=float("nan"))
     diverged.flags.append("training diverged (loss nan): its score is not a measure of the candidate")
     prepare = StageResult(stage="prepare", stats={"train_samples": 3, "eval_samples": 1})
     sel = build_selection(mode="damoc", metric="m", results=[diverged, healthy], stage_seconds={},

@@ -18,7 +18,8 @@ def _evaluate_stats(result: CandidateResult) -> dict[str, Any]:
 
 
 def _diverged(result: CandidateResult) -> bool:
-    return any(flag.startswith("training diverged") for flag in result.flags)
+    train = result.stages.get("train")
+    return train is not None and train.stats.get("loss_is_finite") is False
 
 
 def rank_results(results: Sequence[CandidateResult]) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from damoc.training.prompt import format_prompt
 from damoc.workflow.model_sources import model_in_artifact, resolve_model_source
 from damoc.workflow.outcome import read_result, write_model_ref, write_result
 from damoc.workflow.stage_switches import pruning_enabled
-from damoc.workflow.step_runner import StageSkipped, run_stage
+from damoc.workflow.step_runner import StageSkipped, error_summary, run_stage
 
 
 def _pass_on_failure(result: CandidateResult, model_out: Path) -> bool:
@@ -46,9 +46,9 @@ def prune_step(cfg: RunConfig, candidate: dict[str, Any], calibration_path: Path
     model_out.mkdir(parents=True, exist_ok=True)
     result = CandidateResult(candidate=cand.name)
 
-    def unpruned(reason: str) -> None:
+    def unpruned(reason: str, layers: int | None = None) -> None:
         write_model_ref(model_out, cand.path)
-        layers = _layer_count(cand.path, cand.trust_remote_code)
+        layers = layers or _layer_count(cand.path, cand.trust_remote_code)
         result.flags.append(f"unpruned ({reason}): trained with all {layers or '?'} layers while pruned rivals "
                             "lost some; its score has that advantage")
         raise _Unpruned(reason, layers)
@@ -74,10 +74,10 @@ def prune_step(cfg: RunConfig, candidate: dict[str, Any], calibration_path: Path
                 min_layers_kept=cfg.pruning.min_layers_kept, protect_first_last=cfg.pruning.protect_first_last,
                 trust_remote_code=cand.trust_remote_code, progress=progress)
         except Exception as err:  # noqa: BLE001 — fall back to the unpruned checkpoint, flagged
-            if _layer_count(cand.path, cand.trust_remote_code) is None:
+            layers = _layer_count(cand.path, cand.trust_remote_code)
+            if layers is None:
                 raise  # the chat checkpoint itself is unreadable: training it would fail too
-            first_sentence = str(err).splitlines()[0].split(". ")[0][:200]  # the hint on how to fix is in the log
-            unpruned(f"{type(err).__name__}: {first_sentence}")
+            unpruned(error_summary(err), layers)  # the hint on how to fix is in the log
         write_model_ref(model_out, str(model_out / "checkpoint"))
         return stats
 

@@ -10,7 +10,7 @@ from damoc.data.io import load_samples
 from damoc.data.records import read_samples, write_samples
 from damoc.results import StageResult
 from damoc.workflow.stage_switches import compression_enabled, filter_enabled
-from damoc.workflow.step_runner import StageSkipped, run_stage
+from damoc.workflow.step_runner import StageSkipped, error_summary, run_stage
 
 
 def prepare_data(cfg: RunConfig, train_out: Path, eval_out: Path, cache_dir: Path | None = None) -> StageResult:
@@ -63,22 +63,17 @@ def compress_step(cfg: RunConfig, train_in: Path, out: Path, progress: bool = Tr
         from damoc.compression import compress_dataset, dataset_kwargs
         from damoc.workflow.model_sources import resolve_model_source
 
-        try:
-            scorer = resolve_model_source(cfg.scorer_model_path())
-        except Exception as err:  # noqa: BLE001 — same fallback as a scorer that fails to load
-            _skip(train_in, out, f"the scorer {cfg.scorer_model_path()} is unavailable ({type(err).__name__}: "
-                  f"{err}); every candidate trains on the uncompressed rows — set compression.scorer_model")
         # token ratios in each candidate's own tokenizer, for candidates whose checkpoint is already local
         # (an s3:// or hub candidate is not downloaded just to count tokens)
         tokenizers = {c.name: c.path for c in cfg.candidates if Path(c.path).is_dir()}
         try:
-            compressed, stats = compress_dataset(read_samples(train_in), scorer_model=scorer,
+            compressed, stats = compress_dataset(read_samples(train_in),
+                                                 scorer_model=resolve_model_source(cfg.scorer_model_path()),
                                                  tokenizer_paths=tokenizers, progress=progress,
                                                  **dataset_kwargs(cfg.compression))
-        except Exception as err:  # noqa: BLE001 — a broken scorer must not sink the run: train uncompressed
-            first = str(err).splitlines()[0][:200] if str(err) else ""
-            _skip(train_in, out, f"the scorer {cfg.scorer_model_path()} failed ({type(err).__name__}: {first}); "
-                  "every candidate trains on the uncompressed rows — set compression.scorer_model")
+        except Exception as err:  # noqa: BLE001 — a missing or broken scorer must not sink the run
+            _skip(train_in, out, f"the scorer {cfg.scorer_model_path()} failed ({error_summary(err)}); every "
+                  "candidate trains on the uncompressed rows — set compression.scorer_model")
         write_samples(compressed, out)
         return {"scorer_model": cfg.scorer_model_path(), **stats}
 

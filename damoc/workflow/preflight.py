@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from damoc.config import RunConfig
 from damoc.workflow.stage_switches import pruning_enabled
+from damoc.workflow.step_runner import error_summary
 
 
 def pruning_warnings(cfg: RunConfig) -> list[str]:
@@ -26,8 +27,7 @@ def pruning_warnings(cfg: RunConfig) -> list[str]:
         try:
             check_architecture(cand.path, trust_remote_code=cand.trust_remote_code)
         except ValueError as err:
-            first = str(err).splitlines()[0].split(". ")[0]
-            warnings.append(f"candidates[{cand.name}]: {first}; it will be trained unpruned (flagged)")
+            warnings.append(f"candidates[{cand.name}]: {error_summary(err)}; it will be trained unpruned (flagged)")
         except Exception as err:  # noqa: BLE001 — unreachable store etc.: the prune task will say more
             warnings.append(f"candidates[{cand.name}]: could not check its architecture ({type(err).__name__})")
     return warnings

@@ -8,6 +8,12 @@ from typing import Any, Callable
 from damoc.results import StageResult
 
 
+def error_summary(err: BaseException, limit: int = 200) -> str:
+    """'Type: first sentence' of an error, for one-line reasons and flags (the full text stays in the log)."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text.split('. ')[0][:limit]}"
+
+
 class StageSkipped(Exception):
     """Raised by a step body that does not apply (grid-search mode, stage disabled, no base checkpoint)."""
 
