@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import shutil
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +69,33 @@ def shared_data_stages(doc: dict[str, Any], root: Path):
 # ------------------------------------------------------------------------------------------------------------
 # token counts, for FLOPs
 
-def _token_counts(model_path: str, samples: list[Sample], max_length: int) -> tuple[int, int]:
-    """(prompt tokens, answer tokens) of `samples` as evaluation encodes them."""
+@lru_cache(maxsize=None)
+def _eval_tokens(model_path: str, task: BenchTask, eval_path: str, rows: int | None) -> tuple[int, int, int]:
+    """(prompt tokens, answer tokens, rows) of the first `rows` eval rows as evaluation encodes them; cached:
+    a report costs every recipe (and the log-likelihood signal again) on the same rows."""
     from damoc.hf import load_tokenizer
     from damoc.training.finetune import encode_example
 
+    samples = read_samples_any(Path(eval_path), task)[: rows or None]
     tok = load_tokenizer(model_path)
     prompt = answer = 0
     for s in samples:
-        ex = encode_example(tok, s, max_length)
+        ex = encode_example(tok, s, task.max_length)
         n_answer = sum(1 for x in ex["labels"] if x != -100)
         prompt += len(ex["input_ids"]) - n_answer
         answer += n_answer
-    return prompt, answer
+    return prompt, answer, len(samples)
+
+
+@lru_cache(maxsize=None)
+def _train_words(task: BenchTask, train_path: str) -> int:
+    return sum(len(s.text.split()) for s in read_samples_any(Path(train_path), task))
+
+
+def _add(totals: dict[str, dict[str, float]], cost: dict[str, dict[str, float]]) -> None:
+    for kind in ("seconds", "flops"):
+        for stage, value in cost[kind].items():
+            totals[kind][stage] = totals[kind].get(stage, 0.0) + value
 
 
 def candidate_cost(summary: dict[str, Any], *, params: int, eval_tokens: tuple[int, int], rows: int,
@@ -189,10 +204,8 @@ def halving_schedule(n_candidates: int, steps_per_candidate: int) -> list[tuple[
 
 def _halving_recipe(task: BenchTask, rec: Recipe, candidates: list[dict[str, Any]], root: Path,
                     variant: Variant, workers: int) -> dict[str, Any]:
-    from damoc.benchmark.runner import run_jobs as run
     from damoc.benchmark.suite import PROXY_STEPS
     from damoc.config import RunConfig
-    from damoc.workflow.candidate_steps import prune_step  # noqa: F401 (imported by the job)
     from damoc.workflow.model_sources import model_in_artifact
 
     data = task_data(task, root)
@@ -200,12 +213,13 @@ def _halving_recipe(task: BenchTask, rec: Recipe, candidates: list[dict[str, Any
     stages = shared_data_stages(doc, root)
     work = root / "work" / "halving" / task.name
     shutil.rmtree(work, ignore_errors=True)
-    pruned = run(prune_job, [(c["name"], (doc, c, str(stages.filtered), str(work / c["name"] / "pruned")))
+    pruned = run_jobs(prune_job, [(c["name"], (doc, c, str(stages.filtered), str(work / c["name"] / "pruned")))
                              for c in candidates], workers=workers, desc=f"halving prune {task.name}")
     current = {c["name"]: model_in_artifact(work / c["name"] / "pruned") for c in candidates}
     summaries = {name: summarise(js) for name, js in pruned.items()}
     for name in summaries:
-        summaries[name]["stages"]["train"] = {"status": "ok", "seconds": 0.0, "stats": {}}
+        summaries[name]["stages"]["train"] = {"status": "ok", "seconds": 0.0, "stats": {"steps": 0}}
+        summaries[name]["stages"]["evaluate"] = {"status": "ok", "seconds": 0.0, "stats": {"evaluations": 0}}
         summaries[name]["rounds"] = []
     cfg = RunConfig.model_validate(doc)
     alive = [c["name"] for c in candidates if summaries[c["name"]]["status"] == "ok"]
@@ -215,7 +229,7 @@ def _halving_recipe(task: BenchTask, rec: Recipe, candidates: list[dict[str, Any
         jobs = [(name, (current[name], str(stages.compressed), str(stages.eval),
                         str(work / name / f"round{round_no}"), training, task.task_type, task.max_length))
                 for name in alive]
-        out = run(halving_job, jobs, workers=workers, desc=f"halving r{round_no} {task.name}")
+        out = run_jobs(halving_job, jobs, workers=workers, desc=f"halving r{round_no} {task.name}")
         for name, res in out.items():
             current[name] = str(work / name / f"round{round_no}")
             s = summaries[name]
@@ -226,12 +240,11 @@ def _halving_recipe(task: BenchTask, rec: Recipe, candidates: list[dict[str, Any
             acc = train["stats"]
             for key in ("tokens", "samples", "params"):
                 acc[key] = res["train"][key]
-            acc["steps"] = acc.get("steps", 0) + res["train"]["steps"]
-            s["stages"].setdefault("evaluate", {"status": "ok", "seconds": 0.0, "stats": {}})
+            acc["steps"] += res["train"]["steps"]
             s["stages"]["evaluate"]["seconds"] += res["eval_seconds"]
-            s["stages"]["evaluate"]["stats"]["evaluations"] = s["stages"]["evaluate"]["stats"].get(
-                "evaluations", 0) + 1
-        alive = sorted(alive, key=lambda n: -summaries[n]["loglik"])[: max(1, math.ceil(len(alive) / 2))]
+            s["stages"]["evaluate"]["stats"]["evaluations"] += 1
+        survivors = plan[round_no][0] if round_no < len(plan) else 1  # the schedule says how many go on
+        alive = sorted(alive, key=lambda n: -summaries[n]["loglik"])[:survivors]
     # the halving score: rounds survived first, then the last log-likelihood measured
     for name, s in summaries.items():
         if s["rounds"]:
@@ -291,38 +304,31 @@ def _costs(run: dict[str, Any], task: BenchTask, rec: Recipe, candidates: list[d
     predict: whether evaluation generates (None: as the recipe ran). A ranking by reference log-likelihood
     needs no generation (`evaluation.predict: false`), so its cost is counted without it."""
     data = task_data(task, root)
-    evals = read_samples_any(data["eval"], task)[: variant.proxy_eval_rows or None]
-    train_rows = read_samples_any(data["train"], task)
-    words = sum(len(s.text.split()) for s in train_rows)
     manifest_params = _params(candidates)
-    scorer_params = manifest_params.get(SCORER, 0)
-    seconds: dict[str, float] = {}
-    fl: dict[str, float] = {}
+    totals: dict[str, dict[str, float]] = {"seconds": {}, "flops": {}}
     for stage in run.get("data_stages", []):
-        seconds[stage["stage"]] = stage.get("seconds", 0.0)
+        totals["seconds"][stage["stage"]] = stage.get("seconds", 0.0)
         if stage["stage"] == "filter":
-            fl["filter"] = flops.filter_flops(stage, words)
+            totals["flops"]["filter"] = flops.filter_flops(stage, _train_words(task, str(data["train"])))
         elif stage["stage"] == "compress":
-            fl["compress"] = flops.compress_flops(stage, scorer_params)
+            totals["flops"]["compress"] = flops.compress_flops(stage, manifest_params.get(SCORER, 0))
     batch = (run.get("config") or {}).get("training", {}).get("batch_size", GRID_TRAINING["batch_size"])
-    calibration = 32 * 150
+    calibration = 32 * 150  # calibration_samples x ~150 tokens per row
+    predicting = (rec.kind != "halving") if predict is None else predict
     per_candidate = {}
     for cand in candidates:
         summary = run["candidates"].get(cand["name"])
         if not summary:
             continue
-        tokens = _token_counts(cand["path"], evals, task.max_length)
-        predicting = (rec.kind != "halving") if predict is None else predict
+        prompt, answer, rows = _eval_tokens(cand["path"], task, str(data["eval"]), variant.proxy_eval_rows)
         evaluations = summary.get("stages", {}).get("evaluate", {}).get("stats", {}).get("evaluations", 1)
-        cost = candidate_cost(summary, params=manifest_params[cand["name"]], eval_tokens=tokens, rows=len(evals),
-                              task=task, batch_size=batch, predict=predicting, calibration_tokens=calibration)
+        cost = candidate_cost(summary, params=manifest_params[cand["name"]], eval_tokens=(prompt, answer),
+                              rows=rows, task=task, batch_size=batch, predict=predicting,
+                              calibration_tokens=calibration)
         cost["flops"]["evaluate"] *= evaluations
         per_candidate[cand["name"]] = cost
-        for stage, value in cost["flops"].items():
-            fl[stage] = fl.get(stage, 0.0) + value
-        for stage, value in cost["seconds"].items():
-            seconds[stage] = seconds.get(stage, 0.0) + value
-    return {"seconds": seconds, "flops": fl, "per_candidate": per_candidate}
+        _add(totals, cost)
+    return {**totals, "per_candidate": per_candidate}
 
 
 def _params(candidates: list[dict[str, Any]]) -> dict[str, int]:
@@ -334,18 +340,12 @@ def ground_truth_costs(truth: dict[str, dict[int, dict[str, Any]]], task: BenchT
                        candidates: list[dict[str, Any]], root: Path) -> dict[str, Any]:
     """Cost of ONE grid-search run (one seed): every candidate trained on all rows and evaluated on all rows."""
     data = task_data(task, root)
-    evals = read_samples_any(data["eval"], task)
     params = _params(candidates)
-    seconds: dict[str, float] = {}
-    fl: dict[str, float] = {}
+    totals: dict[str, dict[str, float]] = {"seconds": {}, "flops": {}}
     for cand in candidates:
         per_seed = truth[cand["name"]]
-        summary = per_seed[min(per_seed)]
-        tokens = _token_counts(cand["path"], evals, task.max_length)
-        cost = candidate_cost(summary, params=params[cand["name"]], eval_tokens=tokens, rows=len(evals), task=task,
-                              batch_size=GRID_TRAINING["batch_size"])
-        for stage, value in cost["flops"].items():
-            fl[stage] = fl.get(stage, 0.0) + value
-        for stage, value in cost["seconds"].items():
-            seconds[stage] = seconds.get(stage, 0.0) + value
-    return {"seconds": seconds, "flops": fl}
+        prompt, answer, rows = _eval_tokens(cand["path"], task, str(data["eval"]), None)
+        _add(totals, candidate_cost(per_seed[min(per_seed)], params=params[cand["name"]],
+                                    eval_tokens=(prompt, answer), rows=rows, task=task,
+                                    batch_size=GRID_TRAINING["batch_size"]))
+    return totals
