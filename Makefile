@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 export DS_BUILD_OPS := 0
 OUT ?= runs
 
-.PHONY: help install install-test zoo demo grid compare test test-all compile clean images image-component image-train image-rewriter bench-filter bench-select bench-select-quick quickstart-numbers bench-compress bench-prune vllm-venv test-vllm
+.PHONY: help install install-test zoo demo grid compare test test-all compile clean images image-component image-train image-rewriter bench-filter bench-select bench-select-quick bench-filter-fidelity quickstart-numbers bench-compress bench-prune vllm-venv test-vllm
 help:
 	@echo "make demo       install, build the tiny zoo + demo data if absent, run a DaMoC selection (kfp.local)"
 	@echo "make test       install (with test extras), build the zoo if absent, run the default test suite"
@@ -116,6 +116,10 @@ bench-select: install
 
 bench-select-quick: install
 	$(BIN)/python benchmarks/bench_select.py --quick
+
+# The paper's filtering experiment: 12 methods x {5,10,20}% vs grid search (docs/benchmarks/filter_fidelity.md)
+bench-filter-fidelity: install
+	$(BIN)/python benchmarks/bench_filter_fidelity.py
 
 # The README's quickstart table: DaMoC and grid search on the quickstart, then the table and ratios.
 quickstart-numbers: demo grid

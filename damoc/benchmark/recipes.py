@@ -37,6 +37,9 @@ def recipe_config(task: BenchTask, rec: Recipe, data: dict[str, Path], candidate
         if section in over:
             doc[section] = dict(over[section])
     doc.setdefault("compression", {})["scorer_model"] = scorer
+    if doc.get("filter", {}).get("method") == "alpagasus":  # the only method whose model has no run default
+        judge = next(c for c in candidates if c["name"] == SCORER)["path"]
+        doc["filter"]["options"] = {"alpagasus": {"judge_model": judge}}
     return doc
 
 

@@ -96,6 +96,26 @@ RECIPES: tuple[Recipe, ...] = (
            "the better half (by reference log-likelihood) continues with double the steps, until one is left",
            kind="halving", overrides=_with(_PAPER, pruning={"rule": "fraction", "target_fraction": 0.25})),
 )
+# The paper's filtering experiment (its Table 2): each of the twelve methods alone, at 5/10/20% of the rows.
+FILTER_FAMILIES: dict[str, tuple[str, ...]] = {
+    "distribution-aware": ("dq", "graphcut", "kcenter", "random"),
+    "quality-aware": ("alpagasus", "lma", "superfiltering", "less"),
+    "hybrid": ("mods", "cherry", "deita", "car"),
+}
+FILTER_RATIOS = (0.05, 0.1, 0.2)
+FILTER_TASK = "instructions_mc"  # the cheapest task (~1 CPU-minute per recipe): 36 recipes fit in an hour
+
+
+def filter_recipe_name(method: str, ratio: float) -> str:
+    return f"filter-{method}-{round(ratio * 100)}"
+
+
+FILTER_RECIPES: tuple[Recipe, ...] = tuple(
+    Recipe(filter_recipe_name(m, r), f"{m} keeps {round(r * 100)}% of the rows; no compression, no pruning",
+           overrides=_with(_PAPER, filter={"method": m, "ratio": r}, compression={"enabled": False},
+                           pruning={"enabled": False}))
+    for methods in FILTER_FAMILIES.values() for m in methods for r in FILTER_RATIOS)
+
 UNAVAILABLE = {"LLMLingua+LaCo": "needs the llmlingua compression mode and the LaCo pruning baseline (issues 7, 9)",
                "LongLLMLingua+LaCo": "needs the longllmlingua compression mode and LaCo (issues 7, 9)"}
 
@@ -111,6 +131,7 @@ class Variant:
 VARIANTS = {
     "quick": Variant("quick", ("medical_qa", "instructions_mc"), ("paper", "steps+fair", "0-shot"), 100),
     "full": Variant("full", tuple(t.name for t in TASKS), tuple(r.name for r in RECIPES), 200),
+    "filters": Variant("filters", (FILTER_TASK,), tuple(r.name for r in FILTER_RECIPES), 200),
 }
 
 
@@ -119,4 +140,4 @@ def task(name: str) -> BenchTask:
 
 
 def recipe(name: str) -> Recipe:
-    return next(r for r in RECIPES if r.name == name)
+    return next(r for r in RECIPES + FILTER_RECIPES if r.name == name)
