@@ -54,7 +54,7 @@ def _markdown(evaluation: dict, task_name: str, families: dict, ratios: tuple, s
     ]
     for signal in ("loglik", "metric"):
         lines += [f"## Ranking by {signal}", "",
-                  "| family | method | " + " | ".join(f"{round(r * 100)}%" for r in ratios) + " | filter s (20%) |",
+                  "| family | method | " + " | ".join(f"{round(r * 100)}%" for r in ratios) + f" | filter s ({round(ratios[-1] * 100)}%) |",
                   "|---|---|" + "---|" * len(ratios) + "---|"]
         for family, methods in families.items():
             for m in methods:
