@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 export DS_BUILD_OPS := 0
 OUT ?= runs
 
-.PHONY: help install install-test zoo demo grid compare test test-all compile clean images image-component image-train image-rewriter bench-filter bench-select bench-select-quick bench-filter-fidelity quickstart-numbers bench-compress bench-prune vllm-venv test-vllm
+.PHONY: help install install-test zoo demo grid compare test test-all compile clean images image-component image-train image-rewriter bench-filter bench-select bench-select-quick bench-filter-fidelity quickstart-numbers bench-compress bench-compress-long bench-prune vllm-venv test-vllm
 help:
 	@echo "make demo       install, build the tiny zoo + demo data if absent, run a DaMoC selection (kfp.local)"
 	@echo "make test       install (with test extras), build the zoo if absent, run the default test suite"
@@ -128,6 +128,10 @@ quickstart-numbers: demo grid
 # Compression: token ratio, gate pass rate and speed per rate on the tiny zoo (docs: README "Compression").
 bench-compress: install
 	$(BIN)/python benchmarks/bench_compress.py --n 100 --rates 0.5,0.6,0.75,0.85
+
+# One long row (10k, 100k, 1M words): compression time must be linear in the row length (compress_long.md).
+bench-compress-long: install
+	nice $(BIN)/python benchmarks/bench_compress_long.py --sizes 10000,100000,1000000 --out docs/benchmarks/compress_long.md
 
 # Pruning: peak RSS of prune+merge vs model size (tiny zoo and a synthetic ~220M-parameter model).
 bench-prune: install
