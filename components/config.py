@@ -25,7 +25,10 @@ def validate_config(mode: str, candidates: list, data: dict, filter: dict, compr
 
     from damoc.workflow.preflight import pruning_warnings
 
+    from damoc.training.methods import check_fanout
+
     cfg = from_pipeline_arguments(args)
+    check_fanout(candidates, cfg)  # the ParallelFor runs over `candidates` as given: training.method both expands it
     warnings = pruning_warnings(cfg)  # candidates pruning cannot handle: trained unpruned, flagged, never dropped
     for line in warnings:
         print(f"warning: {line}")

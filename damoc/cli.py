@@ -205,10 +205,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ConfigError(f"{path}: not a selection.json (no 'ranking' list)")
         docs.append(doc)
     result = compare_selections(*docs)
+    print(json.dumps(result, indent=2))  # also without a common candidate: it lists the missing and failed ones
     if not result["candidates"]:
         raise ConfigError(f"{args.cheap} and {args.reference} rank no candidate in common (status ok in both): "
-                          "nothing to compare")
-    print(json.dumps(result, indent=2))
+                          "nothing to compare (missing/failed lists above)")
     return 0
 
 

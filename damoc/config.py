@@ -75,11 +75,32 @@ class DataConfig(_Section):
 
 
 class Candidate(_Section):
-    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
-                      description="unique short name (letters, digits, . _ -)")
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}(@(full|lora))?$",
+                      description="unique short name (letters, digits, . _ -); a '@full' / '@lora' suffix only "
+                      "together with the same training_method (training.method: both writes these itself)")
     path: str = Field(..., description="chat/instruct checkpoint: local dir, s3:// prefix, or hub id")
     base_path: str | None = Field(None, description="its base checkpoint; enables pruning with sparse merging")
     trust_remote_code: bool = Field(False, description="allow the checkpoint's own Python code (opt-in)")
+    training_method: Literal["full", "lora"] | None = Field(
+        None, description="this candidate's fine-tuning method, overriding training.method; set on the "
+        "'<name>@full' / '<name>@lora' variants that training.method: both expands each candidate into")
+
+    @model_validator(mode="after")
+    def _suffix_matches_method(self) -> "Candidate":
+        from damoc.training.methods import split_variant
+
+        _, suffix = split_variant(self.name)
+        if suffix is not None and suffix != self.training_method:
+            raise ValueError(f"name '{self.name}' ends in '@{suffix}' but training_method is "
+                             f"{self.training_method!r}; give training_method: {suffix} or drop the suffix")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """The model this candidate trains: its name without the '@full' / '@lora' method suffix."""
+        from damoc.training.methods import split_variant
+
+        return split_variant(self.name)[0]
 
 
 class FilterConfig(_Section):
@@ -238,8 +259,10 @@ class PruningConfig(_Section):
 class TrainingConfig(_Section):
     """Stage 4: fine-tune every (compressed) candidate."""
 
-    method: Literal["full", "lora"] = Field("full", description="full fine-tuning, or LoRA (peft, all linear "
-                                            "layers, merged after training)")
+    method: Literal["full", "lora", "both"] = Field(
+        "full", description="full fine-tuning, or LoRA (peft, all linear layers, merged after training), or both: "
+        "each candidate is expanded into '<name>@full' and '<name>@lora' (each trained and evaluated), and the "
+        "selection also says which method won per model (the paper's method selection)")
     launcher: str = Field("in_process", description="where training runs; registered: see damoc.training.launchers")
     epochs: float = Field(1.0, gt=0.0, description="passes over the training samples")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps per candidate; overrides epochs "
@@ -346,6 +369,10 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _unique_names(self) -> "RunConfig":
+        from damoc.training.methods import expand_candidates
+
+        if self.training.method == "both":  # idempotent: variants already carrying a method stay as they are
+            self.__dict__["candidates"] = expand_candidates(self.candidates)
         names = [c.name for c in self.candidates]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -30,9 +30,11 @@ def test_selection_document_has_the_contract_keys():
     sel = build_selection(mode="damoc", metric="squad_f1", results=RESULTS, stage_seconds={"filter": 1.25},
                           total_seconds=40.0, stage_results=[StageResult(stage="filter", stats={"n_out": 3})])
     assert set(sel) == {"mode", "metric", "rank_by", "warnings", "selected", "tied_with_winner", "uncertainty",
-                        "ranking", "cost", "stats"}
-    assert sel["selected"] == "a"
-    assert set(sel["cost"]) == {"stage_seconds", "train_seconds", "total_seconds"}
+                        "ranking", "methods", "cost", "stats"}
+    assert sel["selected"] == "a" and sel["methods"] is None  # no model trained both ways
+    assert set(sel["cost"]) == {"stage_seconds", "stage_seconds_basis", "train_seconds", "train_runtime_seconds",
+                                "train_load_save_seconds", "gpu_hours", "total_seconds"}
+    assert sel["cost"]["stage_seconds_basis"] == {"filter": "wall"}
     assert sel["cost"]["train_seconds"] == {"a": 20.0, "b": 10.0, "c": 0.0, "d": 5.0}
     report = render_report(sel)
     assert "| 1 | a | 0.7000 |" in report and "train: OOM" in report and "### filter" in report

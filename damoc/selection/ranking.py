@@ -63,6 +63,76 @@ def _without_rows(stats: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in stats.items() if k not in ROW_KEYS}
 
 
+def method_selection(ranking: list[dict[str, Any]],
+                     variants: dict[str, tuple[str, str | None]]) -> dict[str, Any] | None:
+    """Which fine-tuning method won per model (training.method: both), and the overall pick (model + method).
+
+    `variants` maps each candidate to (model, method). A model's method is its better-ranked variant (the
+    ranking already puts diverged runs last); with one variant failed the other is chosen, noted as such.
+    None when no model was trained both ways."""
+    by_model: dict[str, dict[str, dict[str, Any]]] = {}
+    for entry in ranking:
+        model, method = variants.get(entry["candidate"], (entry["candidate"], None))
+        if method is not None:
+            by_model.setdefault(model, {})[method] = entry
+    per_model: dict[str, Any] = {}
+    for model, entries in sorted(by_model.items()):
+        if len(entries) < 2:
+            continue
+        ranked = sorted((e["rank"], m) for m, e in entries.items() if e["status"] == OK)
+        chosen = ranked[0][1] if ranked else None
+        row: dict[str, Any] = {"chosen": chosen, "scores": {m: e["score"] for m, e in sorted(entries.items())},
+                               "candidates": {m: e["candidate"] for m, e in sorted(entries.items())}}
+        if len(ranked) == len(entries):
+            others = [entries[m]["score"] for _, m in ranked[1:]]
+            row["margin"] = entries[chosen]["score"] - max(others)
+        elif chosen is not None:
+            row["note"] = "chosen by default: " + ", ".join(m for m, e in sorted(entries.items())
+                                                            if e["status"] != OK) + " failed"
+        per_model[model] = row
+    if not per_model:
+        return None
+    top = ranking[0] if ranking and ranking[0]["status"] == OK else None
+    model, method = variants.get(top["candidate"], (top["candidate"], None)) if top else (None, None)
+    return {"per_model": per_model, "selected_model": model, "selected_method": method}
+
+
+def _train_stats(result: CandidateResult) -> dict[str, Any]:
+    train = result.stages.get("train")
+    return train.stats if train is not None else {}
+
+
+def _gpu_hours(result: CandidateResult) -> float | None:
+    """GPUs held x the train step's wall time (a cluster job reports its own); None when not known."""
+    stats = _train_stats(result)
+    if stats.get("gpu_hours") is not None:
+        return float(stats["gpu_hours"])
+    if stats.get("accelerators") is None:
+        return None
+    return round(stats["accelerators"] * result.seconds("train") / 3600, 6)
+
+
+def _load_save(stats: dict[str, Any]) -> float | None:
+    parts = [stats.get("load_seconds"), stats.get("save_seconds")]
+    return None if None in parts else round(float(parts[0]) + float(parts[1]), 3)
+
+
+def cost_summary(results: Sequence[CandidateResult], stage_seconds: dict[str, float], total_seconds: float,
+                 summed_stages: Sequence[str]) -> dict[str, Any]:
+    """selection.json `cost`. stage_seconds_basis says per stage whether its figure is one task's wall time
+    ("wall") or a sum over candidates that may have run in parallel ("sum_over_candidates"). train_seconds is
+    each candidate's train step (wall); train_runtime_seconds the trainer's own optimisation loop and
+    train_load_save_seconds its loading and saving, apart; gpu_hours: GPUs held x train step (0 on CPU)."""
+    return {"stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
+            "stage_seconds_basis": {k: "sum_over_candidates" if k in summed_stages else "wall"
+                                    for k in stage_seconds},
+            "train_seconds": {r.candidate: round(r.seconds("train"), 3) for r in results},
+            "train_runtime_seconds": {r.candidate: _train_stats(r).get("train_seconds") for r in results},
+            "train_load_save_seconds": {r.candidate: _load_save(_train_stats(r)) for r in results},
+            "gpu_hours": {r.candidate: _gpu_hours(r) for r in results},
+            "total_seconds": round(total_seconds, 3)}
+
+
 MIN_TRAIN_ROWS, MIN_EVAL_ROWS = 50, 30
 
 
@@ -84,8 +154,10 @@ def data_warnings(stage_results: Sequence[StageResult]) -> list[str]:
 def build_selection(*, mode: str, metric: str, results: Sequence[CandidateResult],
                     stage_results: Sequence[StageResult], stage_seconds: dict[str, float],
                     total_seconds: float, rank_by: str = "metric", tie_confidence: float = 0.9,
-                    bootstrap_samples: int = 1000) -> dict[str, Any]:
-    """The selection.json document (contract: see README, 'Outputs')."""
+                    bootstrap_samples: int = 1000, summed_stages: Sequence[str] = (),
+                    variants: dict[str, tuple[str, str | None]] | None = None) -> dict[str, Any]:
+    """The selection.json document (contract: see README, 'Outputs'). `summed_stages`: the stage_seconds
+    summed over candidates; `variants`: candidate -> (model, training method) for the method decision."""
     ranking = rank_results(results)
     selected = ranking[0]["candidate"] if ranking and ranking[0]["status"] == OK else None
     uncertainty = selection_uncertainty(results, ranking, rank_by=rank_by, confidence=tie_confidence,
@@ -109,8 +181,7 @@ def build_selection(*, mode: str, metric: str, results: Sequence[CandidateResult
         "tied_with_winner": uncertainty["tied_with_winner"] if uncertainty else [],
         "uncertainty": uncertainty,
         "ranking": ranking,
-        "cost": {"stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
-                 "train_seconds": {r.candidate: round(r.seconds("train"), 3) for r in results},
-                 "total_seconds": round(total_seconds, 3)},
+        "methods": method_selection(ranking, variants or {}),
+        "cost": cost_summary(results, stage_seconds, total_seconds, summed_stages),
         "stats": stats,
     }

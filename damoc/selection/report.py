@@ -25,6 +25,10 @@ def render_report(selection: dict[str, Any], candidate_details: dict[str, dict[s
     lines = [f"# DaMoC selection — mode `{selection['mode']}`", ""]
     lines.append(f"**Selected:** `{selection['selected']}`  " if selection["selected"] else
                  "**Selected:** none — every candidate failed  ")
+    methods = selection.get("methods")
+    if methods and methods.get("selected_method"):
+        lines.append(f"**Selected model and method:** `{methods['selected_model']}` with "
+                     f"{methods['selected_method']} fine-tuning  ")
     for warning in selection.get("warnings") or []:
         lines.append(f"**Warning:** {warning}  ")
     tied = selection.get("tied_with_winner") or []
@@ -49,8 +53,15 @@ def render_report(selection: dict[str, Any], candidate_details: dict[str, dict[s
                      cost["train_seconds"].get(r["candidate"]), d.get("layers"), note])
     lines += _table(["rank", "candidate", "score", "interval", "vs winner", "metric", "loglik", "status",
                      "train s", "layers (kept/total)", "notes"], rows)
+    if methods:
+        lines += ["", "## Fine-tuning method per model (full vs LoRA)", ""]
+        lines += _table(["model", "full", "lora", "chosen", "margin", "notes"],
+                        [[m, r["scores"].get("full"), r["scores"].get("lora"), r["chosen"], r.get("margin"),
+                          r.get("note", "")] for m, r in methods["per_model"].items()])
     lines += ["", "## Cost (seconds per stage)", ""]
-    lines += _table(["stage", "seconds"], [[k, v] for k, v in cost["stage_seconds"].items()])
+    basis = cost.get("stage_seconds_basis") or {}
+    lines += _table(["stage", "seconds", "basis"],
+                    [[k, v, basis.get(k)] for k, v in cost["stage_seconds"].items()])
     lines += ["", "## Stage statistics", ""]
     for stage, stats in selection["stats"].items():
         lines += [f"### {stage}", "", "```json", json.dumps(stats, indent=2, sort_keys=True, default=str), "```", ""]

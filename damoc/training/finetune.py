@@ -26,7 +26,8 @@ Settings (``TrainingConfig``) map onto ``TrainingArguments``:
 
 Timings: ``train_seconds`` is the Trainer's own ``train_runtime`` (the optimisation loop; on a
 resumed run only the resumed part); ``load_seconds`` (tokenizer, model, encoding) and
-``save_seconds`` (merge and write) are reported apart; ``wall_seconds`` is all of it.
+``save_seconds`` (merge and write) are reported apart; ``wall_seconds`` is all of it. ``accelerators`` is
+the number of GPUs the run held (one per process; 0 on CPU), so GPU-hours = accelerators x wall time.
 """
 from __future__ import annotations
 
@@ -258,6 +259,7 @@ def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | P
         "load_seconds": round(loaded - started, 3), "save_seconds": round(saved - trained, 3),
         "wall_seconds": round(saved - started, 3),
         "precision": precision, "deepspeed": settings.deepspeed, "world_size": world,
+        "accelerators": world if torch.cuda.is_available() else 0,  # one GPU per process; for GPU-hours
         "engine": type(trainer.model_wrapped).__name__,  # DeepSpeedEngine under DeepSpeed
         "micro_batch_size": micro, "gradient_accumulation_steps": settings.gradient_accumulation_steps,
         "effective_batch_size": micro * settings.gradient_accumulation_steps * world,

@@ -105,8 +105,11 @@ def finetune_step(cfg: RunConfig, candidate: dict[str, Any], model_in: Path, tra
         return result
 
     def body() -> dict[str, Any]:
+        from damoc.training.methods import training_for  # the candidate's own method (training.method: both)
+
         launcher = LAUNCHERS.get(cfg.training.launcher)
-        return launcher.train(model_in_artifact(model_in), read_samples(train_path), model_out, cfg.training,
+        return launcher.train(model_in_artifact(model_in), read_samples(train_path), model_out,
+                              training_for(cfg.training, cand),
                               trust_remote_code=cand.trust_remote_code, progress=progress, candidate=cand.name)
 
     result.record(run_stage("train", body, capture_failure=True))

@@ -33,7 +33,9 @@ def rank_step(cfg: RunConfig, results: Sequence[CandidateResult | str], stage_re
     selection = build_selection(mode=cfg.mode, metric=cfg.metric, results=parsed, stage_results=stage_results,
                                 stage_seconds=stage_seconds, total_seconds=time.time() - started_at,
                                 rank_by=cfg.rank_by, tie_confidence=cfg.evaluation.tie_confidence,
-                                bootstrap_samples=cfg.evaluation.bootstrap_samples)
+                                bootstrap_samples=cfg.evaluation.bootstrap_samples,
+                                summed_stages=CANDIDATE_STAGES,
+                                variants={c.name: (c.model_name, c.training_method) for c in cfg.candidates})
     report = render_report(selection, {r.candidate: {"layers": r.layers(), "flags": r.flags} for r in parsed})
     selection_text = json.dumps(selection, indent=2, default=str)
     atomic.write_text(selection_out, selection_text)
