@@ -254,6 +254,22 @@ class PruningConfig(_Section):
     merge_target: Literal["preceding", "following", "split"] = Field(
         "preceding", description="kept layer receiving a pruned layer's task vector: nearest preceding, nearest "
         "following, or half to each")
+    method: Literal["damoc", "laco"] = Field(
+        "damoc", description="damoc: drop near-identity layers and merge their chat-base task vectors (needs "
+        "base_path); laco: the LaCo baseline, collapsing upper layers into a prior one (chat checkpoint only)")
+    on_unsupported: Literal["unpruned", "fail"] = Field(
+        "unpruned", description="a candidate whose architecture pruning does not know: unpruned: warn at "
+        "validation and train it with all its layers (flagged); fail: stop at validation, naming it")
+    laco_layers_per_merge: int = Field(4, ge=2, description="LaCo C: layers combined in one collapse (layer l "
+                                       "and the C-1 after it)")
+    laco_interval: int = Field(2, ge=1, description="LaCo I: after an accepted collapse at layer l, the next "
+                               "try is at l - I")
+    laco_threshold: float = Field(0.65, ge=-1.0, le=1.0, description="LaCo T: a collapse is kept only if the "
+                                  "cosine between the collapsed and original model's final hidden states exceeds it")
+    laco_lowest_layer: int | None = Field(None, ge=0, description="LaCo L: lowest layer index a collapse may "
+                                          "start at; null: half the depth (the paper's 16 of 32)")
+    laco_calibration_samples: int = Field(5, ge=1, description="LaCo: training samples whose final hidden "
+                                          "states decide each collapse (a few; every try runs them once)")
 
 
 class TrainingConfig(_Section):

@@ -21,27 +21,32 @@ from damoc.batching import right_pad
 from damoc.pruning.architectures import ArchitectureSpec, spec_for
 
 
-def _batches(tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int,
-             device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Right-padded (input_ids, attention_mask) batches.
+def calibration_batches(tokenizer: Any, texts: Sequence[str | Sequence[int]], max_length: int, batch_size: int,
+                        device: torch.device | str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Right-padded (input_ids, attention_mask) batches of texts (tokenized with special tokens) or of token-id
+    lists (already encoded, e.g. by damoc.pruning.calibration; cut to max_length).
 
     Padding is done here, not by the tokenizer, so a tokenizer without a pad token works unchanged.
     Right padding keeps positions of real tokens intact, and causal attention means real tokens never see pads.
     """
-    encoded = [ids for ids in tokenizer(list(texts), truncation=True, max_length=max_length,
-                                        add_special_tokens=True)["input_ids"] if len(ids) > 0]
+    strings = [t for t in texts if isinstance(t, str)]
+    tokenized = iter(tokenizer(strings, truncation=True, max_length=max_length,
+                               add_special_tokens=True)["input_ids"] if strings else [])
+    encoded = [list(next(tokenized)) if isinstance(t, str) else [int(i) for i in t][:max_length] for t in texts]
+    encoded = [ids for ids in encoded if ids]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     for start in range(0, len(encoded), batch_size):
         input_ids, mask = right_pad(encoded[start:start + batch_size], pad_id)
         yield input_ids.to(device), mask.to(device)
 
 
-def layer_similarities(model: nn.Module, tokenizer: Any, texts: Sequence[str], max_length: int = 256,
+def layer_similarities(model: nn.Module, tokenizer: Any, texts: Sequence[str | Sequence[int]], max_length: int = 256,
                        batch_size: int = 8, spec: ArchitectureSpec | None = None,
                        progress: bool = False) -> np.ndarray:
     """S_l for every decoder layer, shape (num_layers,), float64.
 
-    The mean is token-weighted over the whole calibration set (not a mean of per-text means).
+    The mean is token-weighted over the whole calibration set (not a mean of per-text means). `texts` may hold
+    token-id lists (already encoded) as well as strings.
     """
     if not texts:
         raise ValueError("layer_similarities needs at least one calibration text")
@@ -64,7 +69,7 @@ def layer_similarities(model: nn.Module, tokenizer: Any, texts: Sequence[str], m
     model.eval()
     device = next(model.parameters()).device
     try:
-        batches = _batches(tokenizer, texts, max_length, batch_size, device)
+        batches = calibration_batches(tokenizer, texts, max_length, batch_size, device)
         if progress:
             from tqdm.auto import tqdm
 

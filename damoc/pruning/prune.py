@@ -27,6 +27,7 @@ from torch import nn
 
 from damoc import atomic
 from damoc.pruning.architectures import ArchitectureSpec, spec_for
+from damoc.pruning.calibration import CalibrationItem, encode_calibration
 from damoc.pruning.importance import layer_importance, layer_similarities
 from damoc.pruning.merge import (SafetensorsReader, kept_share, merge_coefficients, merge_task_vectors,
                                  receivers)
@@ -233,13 +234,15 @@ def _layer_parameter_counts(model: nn.Module, spec: ArchitectureSpec) -> list[in
     return [sum(p.numel() for p in layer.parameters()) for layer in spec.layers(model)]
 
 
-def prune_checkpoint(chat_path: str, base_path: str | None, calibration_texts: list[str], out_dir: str | Path, *,
+def prune_checkpoint(chat_path: str, base_path: str | None, calibration_texts: Sequence[CalibrationItem],
+                     out_dir: str | Path, *,
                      threshold: float = 0.85, keep_fraction: float = 0.2, max_prune_fraction: float = 0.5,
                      rule: str = "threshold", target_fraction: float = 0.25,
                      sparsity_reading: str = "keep", coefficient: str = "importance", merge_alpha: float = 1.0,
                      merge_target: str = "preceding", min_layers_kept: int = 2, protect_first_last: bool = True,
                      alpha: str | float | None = None, trust_remote_code: bool = False, progress: bool = False,
-                     max_length: int = 256, batch_size: int = 8, device: str | None = None) -> dict[str, Any]:
+                     max_length: int = 256, batch_size: int = 8, device: str | None = None,
+                     chat_template: bool = True) -> dict[str, Any]:
     """Prune a chat checkpoint against its base and save a normal HF checkpoint (model + tokenizer) to out_dir.
 
     rule: "threshold" drops layers with S_l > threshold; "fraction" drops the round(target_fraction * L) most
@@ -253,6 +256,8 @@ def prune_checkpoint(chat_path: str, base_path: str | None, calibration_texts: l
     one model plus a few tensors.
     With base_path=None nothing is loaded or written and the stats say skipped: the caller decides what to do
     with the unpruned model. When no layer is chosen the (unchanged) model is still written.
+    calibration_texts: strings, or samples encoded as training encodes them (chat template when chat_template
+    and the tokenizer has one; damoc.pruning.calibration).
     Stats are JSON-serialisable and are also written to out_dir/damoc_pruning.json.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -287,7 +292,8 @@ def prune_checkpoint(chat_path: str, base_path: str | None, calibration_texts: l
     params_before = count_parameters(model)
     layer_params = _layer_parameter_counts(model, spec)
 
-    similarities = layer_similarities(model, tokenizer, calibration_texts, max_length=max_length,
+    calibration = encode_calibration(tokenizer, calibration_texts, max_length, chat_template)
+    similarities = layer_similarities(model, tokenizer, calibration, max_length=max_length,
                                       batch_size=batch_size, spec=spec, progress=progress)
     guards = dict(max_prune_fraction=max_prune_fraction, min_layers_kept=min_layers_kept,
                   protect_first_last=protect_first_last)
@@ -329,7 +335,7 @@ def prune_checkpoint(chat_path: str, base_path: str | None, calibration_texts: l
         "protect_first_last": protect_first_last, "coefficient": coefficient,
         "merge_alpha": merge_alpha if coefficient == "constant" else None, "merge_target": merge_target,
         "alpha": alpha if alpha is not None else (coefficient if coefficient != "constant" else merge_alpha),
-        "merge": merge_stats, "base_read": base_read, "model_type": spec.model_type,
+        "merge": merge_stats, "base_read": base_read, "model_type": spec.model_type, "method": "damoc",
     }
 
     def write_checkpoint(directory: Path) -> None:

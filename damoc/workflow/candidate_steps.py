@@ -11,8 +11,8 @@ from typing import Any
 
 from damoc.config import Candidate, RunConfig
 from damoc.data.records import read_samples
+from damoc.data.schema import Sample
 from damoc.results import CandidateResult
-from damoc.training.prompt import format_prompt
 from damoc.workflow.model_sources import model_in_artifact, resolve_model_source
 from damoc.workflow.outcome import read_result, write_model_ref, write_result
 from damoc.workflow.stage_switches import pruning_enabled
@@ -37,6 +37,35 @@ def _layer_count(path: str, trust_remote_code: bool) -> int | None:
         return None
 
 
+def _prune_damoc(cfg: RunConfig, cand: Candidate, samples: list[Sample], out: Path,
+                 progress: bool) -> dict[str, Any]:
+    from damoc.pruning.prune import prune_checkpoint
+
+    p = cfg.pruning
+    return prune_checkpoint(
+        resolve_model_source(cand.path), resolve_model_source(cand.base_path), samples[: p.calibration_samples],
+        out, threshold=p.threshold, keep_fraction=p.merge_keep_fraction, max_prune_fraction=p.max_prune_fraction,
+        rule=p.rule, target_fraction=p.target_fraction, sparsity_reading=p.merge_sparsity_reading,
+        coefficient=p.merge_coefficient, merge_alpha=p.merge_alpha, merge_target=p.merge_target,
+        min_layers_kept=p.min_layers_kept, protect_first_last=p.protect_first_last,
+        trust_remote_code=cand.trust_remote_code, progress=progress, max_length=cfg.training.max_length,
+        chat_template=cfg.training.chat_template)
+
+
+def _prune_laco(cfg: RunConfig, cand: Candidate, samples: list[Sample], out: Path, progress: bool) -> dict[str, Any]:
+    from damoc.pruning.laco import LacoSettings, laco_prune_checkpoint
+
+    p = cfg.pruning
+    settings = LacoSettings(layers_per_merge=p.laco_layers_per_merge, interval=p.laco_interval,
+                            threshold=p.laco_threshold, lowest_layer=p.laco_lowest_layer,
+                            max_prune_fraction=p.max_prune_fraction, min_layers_kept=p.min_layers_kept,
+                            protect_first_last=p.protect_first_last)
+    return laco_prune_checkpoint(resolve_model_source(cand.path), samples[: p.laco_calibration_samples], out,
+                                 settings=settings, chat_template=cfg.training.chat_template,
+                                 trust_remote_code=cand.trust_remote_code, max_length=cfg.training.max_length,
+                                 progress=progress)
+
+
 def prune_step(cfg: RunConfig, candidate: dict[str, Any], calibration_path: Path, model_out: Path,
                progress: bool = True) -> CandidateResult:
     """Prune + merge one candidate. A candidate that cannot be pruned (no base checkpoint, an architecture the
@@ -57,22 +86,13 @@ def prune_step(cfg: RunConfig, candidate: dict[str, Any], calibration_path: Path
         if not pruning_enabled(cfg):
             write_model_ref(model_out, cand.path)
             raise StageSkipped(f"mode={cfg.mode}" if cfg.mode != "damoc" else "pruning disabled")
-        if not cand.base_path:
+        laco = cfg.pruning.method == "laco"  # LaCo needs no base: it collapses the chat model's own layers
+        if not laco and not cand.base_path:
             unpruned("no base_path: pruning needs a base/chat pair")
-        from damoc.pruning.prune import prune_checkpoint
-
-        calibration = [format_prompt(s.instruction, s.input) + s.output
-                       for s in read_samples(calibration_path)[: cfg.pruning.calibration_samples]]
+        samples = read_samples(calibration_path)
         try:
-            stats = prune_checkpoint(
-                resolve_model_source(cand.path), resolve_model_source(cand.base_path), calibration,
-                model_out / "checkpoint", threshold=cfg.pruning.threshold,
-                keep_fraction=cfg.pruning.merge_keep_fraction, max_prune_fraction=cfg.pruning.max_prune_fraction,
-                rule=cfg.pruning.rule, target_fraction=cfg.pruning.target_fraction,
-                sparsity_reading=cfg.pruning.merge_sparsity_reading, coefficient=cfg.pruning.merge_coefficient,
-                merge_alpha=cfg.pruning.merge_alpha, merge_target=cfg.pruning.merge_target,
-                min_layers_kept=cfg.pruning.min_layers_kept, protect_first_last=cfg.pruning.protect_first_last,
-                trust_remote_code=cand.trust_remote_code, progress=progress)
+            stats = (_prune_laco(cfg, cand, samples, model_out / "checkpoint", progress) if laco
+                     else _prune_damoc(cfg, cand, samples, model_out / "checkpoint", progress))
         except Exception as err:  # noqa: BLE001 — fall back to the unpruned checkpoint, flagged
             layers = _layer_count(cand.path, cand.trust_remote_code)
             if layers is None:
