@@ -19,7 +19,7 @@ def prune_model(config: Input[Artifact], candidate: dict, calibration: Input[Dat
 
     from damoc.config import RunConfig
     from damoc.selection.kfp_metrics import candidate_metrics
-    from damoc.workflow.candidate_steps import prune_step
+    from damoc.workflow.cached_steps import prune_step
 
     result = prune_step(RunConfig.model_validate_json(Path(config.path).read_text()), candidate,
                         Path(calibration.path), Path(model.path))
@@ -37,7 +37,7 @@ def finetune_model(config: Input[Artifact], candidate: dict, base_model: Input[M
 
     from damoc.config import RunConfig
     from damoc.selection.kfp_metrics import candidate_metrics
-    from damoc.workflow.candidate_steps import finetune_step
+    from damoc.workflow.cached_steps import finetune_step
 
     result = finetune_step(RunConfig.model_validate_json(Path(config.path).read_text()), candidate,
                            Path(base_model.path), Path(train.path), Path(model.path))
@@ -54,7 +54,7 @@ def evaluate_model(config: Input[Artifact], candidate: dict, model: Input[Model]
 
     from damoc.config import RunConfig
     from damoc.selection.kfp_metrics import candidate_metrics
-    from damoc.workflow.candidate_steps import evaluate_step
+    from damoc.workflow.cached_steps import evaluate_step
 
     result = evaluate_step(RunConfig.model_validate_json(Path(config.path).read_text()), candidate,
                            Path(model.path), Path(eval_set.path))

@@ -18,7 +18,7 @@ def prepare_data(config: Input[Artifact], train: Output[Dataset], eval_set: Outp
 
     from damoc.config import RunConfig
     from damoc.selection.kfp_metrics import stage_metrics
-    from damoc.workflow.data_steps import prepare_data as step
+    from damoc.workflow.cached_steps import prepare_data as step
 
     result = step(RunConfig.model_validate_json(Path(config.path).read_text()), Path(train.path),
                   Path(eval_set.path))
@@ -37,7 +37,7 @@ def filter_data(config: Input[Artifact], train: Input[Dataset], selected: Output
 
     from damoc.config import RunConfig
     from damoc.selection.kfp_metrics import stage_metrics
-    from damoc.workflow.data_steps import filter_step
+    from damoc.workflow.cached_steps import filter_step
 
     result = filter_step(RunConfig.model_validate_json(Path(config.path).read_text()), Path(train.path),
                          Path(selected.path))
@@ -55,7 +55,7 @@ def compress_data(config: Input[Artifact], train: Input[Dataset], compressed: Ou
 
     from damoc.config import RunConfig
     from damoc.selection.kfp_metrics import stage_metrics
-    from damoc.workflow.data_steps import compress_step
+    from damoc.workflow.cached_steps import compress_step
 
     result = compress_step(RunConfig.model_validate_json(Path(config.path).read_text()), Path(train.path),
                            Path(compressed.path))

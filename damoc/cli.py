@@ -80,12 +80,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for line in pruning_warnings(cfg):
         print(f"warning: {line}", file=sys.stderr)
+    from damoc.workflow.cached_steps import reused_stages
+    from damoc.workflow.stage_cache import resume_env
     from damoc_pipelines.local_runner import run_local
 
     print(f"DaMoC: running '{cfg.mode}' on {len(cfg.candidates)} candidate(s) locally via kfp.local -> {out}")
-    selection = run_local(cfg, out)
+    with resume_env(not args.no_resume):  # finished stages with identical inputs are reused (stage cache)
+        selection = run_local(cfg, out)
     _print_ranking(selection)
+    reused, total = reused_stages(selection)
+    if reused:
+        print(f"  resumed: {len(reused)} of {total} stages reused from the stage cache ({', '.join(reused)}); "
+              "--no-resume reruns them")
     print(f"\nselection: {out / 'selection.json'}\nreport:    {out / 'report.md'}")
+    return 0
+
+
+def cmd_cache_clear(args: argparse.Namespace) -> int:
+    from damoc.workflow.stage_cache import cache_root, clear
+
+    print(f"removed {clear()} stage cache entries from {cache_root()}")
     return 0
 
 
@@ -234,7 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config key, e.g. --set filter.ratio=0.1 or --set filter.options.graphcut.lambda=0.3 "
                      "(repeatable; keys: `damoc config table`)")
     run.add_argument("--dry-run", action="store_true", help="validate and print the resolved config, run nothing")
+    run.add_argument("--no-resume", "--fresh", action="store_true",
+                     help="rerun every stage: do not reuse finished stages with identical inputs from the stage "
+                     "cache ($DAMOC_HOME/stage-cache; docs/reliability.md, Resuming)")
     run.set_defaults(func=cmd_run)
+
+    cache = sub.add_parser("cache", help="the stage cache that lets a rerun resume finished stages")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    cache_sub.add_parser("clear", help="delete every stored stage output").set_defaults(func=cmd_cache_clear)
 
     val = sub.add_parser("validate", help="validate a run configuration and exit")
     val.add_argument("config")

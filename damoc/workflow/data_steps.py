@@ -29,10 +29,10 @@ def prepare_data(cfg: RunConfig, train_out: Path, eval_out: Path, cache_dir: Pat
     return run_stage("prepare", body, capture_failure=False)
 
 
-def _skip(train_in: Path, out: Path, reason: str) -> None:
+def _skip(train_in: Path, out: Path, reason: str, stats: dict[str, Any] | None = None) -> None:
     """A stage switched off (grid search, disabled): its output is its input, and the result says why."""
     shutil.copyfile(train_in, out)
-    raise StageSkipped(reason)
+    raise StageSkipped(reason, stats)
 
 
 def filter_step(cfg: RunConfig, train_in: Path, out: Path, progress: bool = True) -> StageResult:
@@ -73,7 +73,8 @@ def compress_step(cfg: RunConfig, train_in: Path, out: Path, progress: bool = Tr
                                                  **dataset_kwargs(cfg.compression))
         except Exception as err:  # noqa: BLE001 — a missing or broken scorer must not sink the run
             _skip(train_in, out, f"the scorer {cfg.scorer_model_path()} failed ({error_summary(err)}); every "
-                  "candidate trains on the uncompressed rows — set compression.scorer_model")
+                  "candidate trains on the uncompressed rows — set compression.scorer_model",
+                  {"fallback": True})  # a fallback after an error: a resumed run tries the scorer again
         write_samples(compressed, out)
         return {"scorer_model": cfg.scorer_model_path(), **stats}
 

@@ -5,6 +5,8 @@ shared between runs that only differ in per-candidate settings. The KFP pipeline
 stays the product path; this runner must never diverge from its wiring:
 prepare -> filter -> compress; per candidate prune(calibration = filtered rows) -> train(compressed rows)
 -> evaluate(eval rows); rank.
+Resuming (damoc.workflow.stage_cache) is off unless `resume=True` (or DAMOC_RESUME=1): benchmarks that time
+their stages get real runs by default.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from typing import Any
 
 from damoc.config import RunConfig
 from damoc.results import CandidateResult, StageResult
-from damoc.workflow.candidate_steps import evaluate_step, finetune_step, prune_step
-from damoc.workflow.data_steps import compress_step, filter_step, prepare_data
+from damoc.workflow.cached_steps import (compress_step, evaluate_step, filter_step, finetune_step, prepare_data,
+                                         prune_step)
 from damoc.workflow.rank_step import rank_step
 
 
@@ -31,26 +33,27 @@ class DataStages:
     results: list[StageResult] = field(default_factory=list)
 
 
-def run_data_stages(cfg: RunConfig, work: Path, progress: bool = False) -> DataStages:
+def run_data_stages(cfg: RunConfig, work: Path, progress: bool = False, *,
+                    resume: bool | None = None) -> DataStages:
     work.mkdir(parents=True, exist_ok=True)
     stages = DataStages(work / "train.jsonl", work / "eval.jsonl", work / "filtered.jsonl", work / "compressed.jsonl")
-    stages.results.append(prepare_data(cfg, stages.train, stages.eval))
-    stages.results.append(filter_step(cfg, stages.train, stages.filtered, progress=progress))
-    stages.results.append(compress_step(cfg, stages.filtered, stages.compressed, progress=progress))
+    stages.results.append(prepare_data(cfg, stages.train, stages.eval, resume=resume))
+    stages.results.append(filter_step(cfg, stages.train, stages.filtered, progress=progress, resume=resume))
+    stages.results.append(compress_step(cfg, stages.filtered, stages.compressed, progress=progress, resume=resume))
     return stages
 
 
 def run_candidate(cfg: RunConfig, candidate: dict[str, Any], data: DataStages, work: Path,
-                  progress: bool = False) -> CandidateResult:
+                  progress: bool = False, *, resume: bool | None = None) -> CandidateResult:
     name = candidate["name"]
     pruned, trained = work / name / "pruned", work / name / "trained"
-    prune_step(cfg, candidate, data.filtered, pruned, progress=progress)
-    finetune_step(cfg, candidate, pruned, data.compressed, trained, progress=progress)
-    return evaluate_step(cfg, candidate, trained, data.eval, progress=progress)
+    prune_step(cfg, candidate, data.filtered, pruned, progress=progress, resume=resume)
+    finetune_step(cfg, candidate, pruned, data.compressed, trained, progress=progress, resume=resume)
+    return evaluate_step(cfg, candidate, trained, data.eval, progress=progress, resume=resume)
 
 
 def run_inprocess(cfg: RunConfig, out_dir: str | Path, *, data: DataStages | None = None,
-                  progress: bool = False) -> dict[str, Any]:
+                  progress: bool = False, resume: bool | None = None) -> dict[str, Any]:
     """Run the whole selection here; returns selection.json's document (also written to out_dir).
 
     data: the outputs of `run_data_stages` from an earlier run with the same data/filter/compression settings
@@ -61,7 +64,8 @@ def run_inprocess(cfg: RunConfig, out_dir: str | Path, *, data: DataStages | Non
     work = out / "work"
     reused = data is not None
     if data is None:
-        data = run_data_stages(cfg, work, progress=progress)
-    results = [run_candidate(cfg, cand.model_dump(), data, work, progress=progress) for cand in cfg.candidates]
+        data = run_data_stages(cfg, work, progress=progress, resume=resume)
+    results = [run_candidate(cfg, cand.model_dump(), data, work, progress=progress, resume=resume)
+               for cand in cfg.candidates]
     started_at = started - sum(s.seconds for s in data.results) if reused else started
     return rank_step(cfg, results, data.results, started_at, out / "selection.json", out / "report.md")

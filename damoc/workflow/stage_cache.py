@@ -1,0 +1,295 @@
+"""Content-addressed stage outputs: a rerun reuses every finished stage whose inputs are identical.
+
+An entry's key is the sha256 of: the stage name; the code version (damoc's version, a hash of the damoc
+package's .py sources and the versions of the libraries that compute results, so changed code never reuses
+stale outputs); the canonical JSON of exactly the config parts the stage reads (with the content of every local
+file or directory those parts name); and the content of the stage's input artifacts. Entries live under
+`<root>/<stage>/<key>/` (root: $DAMOC_STAGE_CACHE_DIR, else $DAMOC_HOME/stage-cache) and hold the outputs
+(`out/<name>`), the stage's result JSON and a completion marker; they are built in a temp sibling and renamed
+in, so a crash never leaves a half entry that looks complete. Only results the caller calls cacheable (ok or
+skipped, never failed) are stored. Local runs only: `damoc run` switches it on (DAMOC_RESUME=1 for its task
+processes); on a cluster KFP's own caching does this job and DAMOC_HOME is ephemeral.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
+
+from damoc.paths import damoc_home
+
+T = TypeVar("T")
+RESUME_ENV = "DAMOC_RESUME"          # "1": the steps consult and fill the cache (set by the local runner)
+ROOT_ENV = "DAMOC_STAGE_CACHE_DIR"   # where entries live; default $DAMOC_HOME/stage-cache
+COMPLETE = "COMPLETE"                # written last inside an entry: without it the entry is ignored
+RESULT = "result.json"
+_MEMO_MIN_BYTES = 1 << 20            # files this large are hashed once per (path, size, mtime_ns, inode)
+_VOLATILE_RESULT_FILES = ("damoc_result.json",)  # per-candidate results: timings and reuse marks ignored
+_MODEL_REF_FILE = "damoc_model_ref.json"          # a reference to a checkpoint: its content counts, not its name
+_LIBRARIES = ("torch", "transformers", "peft", "sentence-transformers", "bert-score", "rouge-score")
+
+
+def enabled(resume: bool | None = None) -> bool:
+    """An explicit choice wins; otherwise the environment the local runner sets for its task processes."""
+    return resume if resume is not None else os.environ.get(RESUME_ENV) == "1"
+
+
+@contextlib.contextmanager
+def resume_env(on: bool) -> Iterator[None]:
+    """DAMOC_RESUME for this process and the task processes it starts (kfp.local inherits the environment)."""
+    before = os.environ.get(RESUME_ENV)
+    os.environ[RESUME_ENV] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(RESUME_ENV, None)
+        else:
+            os.environ[RESUME_ENV] = before
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(ROOT_ENV) or damoc_home() / "stage-cache")
+
+
+def clear() -> int:
+    """Remove every entry (and the hash memo); returns the number of entries removed."""
+    root = cache_root()
+    if not root.is_dir():
+        return 0
+    count = sum(1 for stage in root.iterdir() if stage.is_dir() and not stage.name.startswith(".")
+                for entry in stage.iterdir() if (entry / COMPLETE).is_file())
+    shutil.rmtree(root, ignore_errors=True)
+    return count
+
+
+# --------------------------------------------------------------------------- hashing
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """damoc's version + its .py sources + the result-relevant libraries' versions (one hash per process)."""
+    import importlib.metadata as md
+
+    import damoc
+
+    try:
+        version = getattr(damoc, "__version__", None) or md.version("damoc")
+    except md.PackageNotFoundError:
+        version = "unknown"  # a source checkout that is not installed: the sources' hash still decides
+    digest = hashlib.sha256(f"damoc {version}\n".encode())
+    package = Path(damoc.__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in _LIBRARIES:
+        try:
+            version = md.version(name)
+        except md.PackageNotFoundError:
+            version = "-"
+        digest.update(f"{name}=={version}\n".encode())
+    return digest.hexdigest()
+
+
+def _file_sha(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes; large files via a persistent memo keyed by (path, size, mtime_ns, inode)."""
+    st = path.stat()
+    if st.st_size < _MEMO_MIN_BYTES:
+        return _file_sha(path)
+    memo_key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
+    memo = cache_root() / ".hash-memo" / memo_key[:2] / memo_key
+    try:
+        known = memo.read_text().strip()
+        if len(known) == 64:
+            return known
+    except OSError:
+        pass
+    value = _file_sha(path)
+    try:
+        from damoc import atomic
+
+        atomic.write_text(memo, value)
+    except OSError:
+        pass  # a read-only cache only costs the rehash next time
+    return value
+
+
+def _result_digest(path: Path) -> str:
+    """A candidate's result so far, without what differs between a run and its resumed rerun (seconds, marks)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return file_digest(path)
+    for stage in (doc.get("stages") or {}).values():
+        if isinstance(stage, dict):
+            stage.pop("seconds", None)
+            if isinstance(stage.get("stats"), dict):
+                stage["stats"] = {k: v for k, v in stage["stats"].items() if k not in ("reused",)}
+    return hashlib.sha256(canonical(doc).encode()).hexdigest()
+
+
+def fingerprint(path: str | Path) -> str:
+    """Content hash of a file or directory (relative paths, sizes, bytes); a missing path hashes its name."""
+    path = Path(path)
+    if path.is_file():
+        if path.name in _VOLATILE_RESULT_FILES:
+            return _result_digest(path)
+        if path.name == _MODEL_REF_FILE:
+            return _model_ref_digest(path)
+        return file_digest(path)
+    if not path.is_dir():
+        return "missing:" + str(path)
+    digest = hashlib.sha256(b"dir\0")
+    for child in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = child.relative_to(path).as_posix()
+        size = "-" if child.name in _VOLATILE_RESULT_FILES + (_MODEL_REF_FILE,) else child.stat().st_size
+        digest.update(f"{rel}\0{size}\0{fingerprint(child)}\n".encode())
+    return digest.hexdigest()
+
+
+def _model_ref_digest(path: Path) -> str:
+    """A step that kept its input model refers to it: the referred checkpoint's content is what counts."""
+    try:
+        source = json.loads(path.read_text(encoding="utf-8"))["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return file_digest(path)
+    return hashlib.sha256(f"ref\0{source}\0{_local_content(source) or ''}".encode()).hexdigest()
+
+
+def _local_content(value: str) -> str | None:
+    """The fingerprint of a string that names an existing local path (file:// or with a separator), else None.
+
+    s3:// and hub names are keyed by their name only: they are not re-checked (see docs/reliability.md)."""
+    if "\n" in value or len(value) > 4096 or "://" in value.removeprefix("file://"):
+        return None
+    local = value.removeprefix("file://")
+    if os.sep not in local or not os.path.exists(local):
+        return None
+    return fingerprint(local)
+
+
+def _with_contents(value: Any) -> Any:
+    """Config parts with every local path they name replaced by (path, content hash)."""
+    if isinstance(value, dict):
+        return {str(k): _with_contents(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_with_contents(v) for v in value]
+    if isinstance(value, str):
+        content = _local_content(value)
+        return value if content is None else {"path": value, "content": content}
+    return value
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, allow_nan=True)
+
+
+def stage_key(stage: str, parts: Mapping[str, Any], inputs: Mapping[str, str | Path]) -> str:
+    doc = {"stage": stage, "code": code_version(), "config": _with_contents(dict(parts)),
+           "inputs": {name: fingerprint(path) for name, path in sorted(inputs.items())}}
+    return hashlib.sha256(canonical(doc).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- entries
+
+def _link_or_copy(src: str, dst: str) -> str:
+    """Hard links (an entry costs no space while the run's copy lives); a copy across filesystems.
+
+    Every writer in damoc replaces files by rename (damoc.atomic), so a linked file is never edited in place."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def _place(src: Path, dest: Path) -> None:
+    if dest.is_dir() and not dest.is_symlink():
+        shutil.rmtree(dest)
+    elif dest.exists() or dest.is_symlink():
+        dest.unlink()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dest, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(str(src), str(dest))
+
+
+def _warn(text: str) -> None:
+    print(f"warning: stage cache: {text}", file=sys.stderr)
+
+
+@dataclass
+class Cached(Generic[T]):
+    value: T
+    reused: bool
+    key: str | None = None
+
+
+def run_cached(stage: str, *, parts: Mapping[str, Any], inputs: Mapping[str, str | Path],
+               outputs: Mapping[str, Path], run: Callable[[], T], dump: Callable[[T], str],
+               load: Callable[[str], T], cacheable: Callable[[T], bool], resume: bool | None = None) -> Cached[T]:
+    """Restore the stage's outputs and result from a complete entry with the same key, or run it and store them.
+
+    The cache never fails a run: an unreadable or incomplete entry is ignored (the stage runs), and an entry that
+    cannot be written is only warned about."""
+    if not enabled(resume):
+        return Cached(run(), False)
+    try:
+        key = stage_key(stage, parts, inputs)
+    except OSError as err:
+        _warn(f"{stage}: inputs could not be hashed ({err}); running it without the cache")
+        return Cached(run(), False)
+    entry = cache_root() / stage / key
+    if (entry / COMPLETE).is_file():
+        try:
+            value = load((entry / RESULT).read_text(encoding="utf-8"))
+            for name, dest in outputs.items():
+                src = entry / "out" / name
+                if not src.exists():
+                    raise FileNotFoundError(f"{src} missing")
+                _place(src, Path(dest))
+            return Cached(value, True, key)
+        except Exception as err:  # noqa: BLE001 — a damaged entry means running the stage, nothing worse
+            _warn(f"{stage}: entry {key[:12]} unreadable ({type(err).__name__}: {err}); running the stage")
+    value = run()
+    if cacheable(value):
+        try:
+            _store(entry, outputs, dump(value))
+        except OSError as err:
+            _warn(f"{stage}: could not store the outputs ({err})")
+    return Cached(value, False, key)
+
+
+def _store(entry: Path, outputs: Mapping[str, Path], result_json: str) -> None:
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = entry.parent / f".{entry.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        (tmp / "out").mkdir(parents=True)
+        for name, src in outputs.items():
+            if not Path(src).exists():
+                return  # nothing complete to keep
+            _place(Path(src), tmp / "out" / name)
+        (tmp / RESULT).write_text(result_json, encoding="utf-8")
+        (tmp / COMPLETE).write_text(entry.name, encoding="utf-8")  # last: the entry is whole from here on
+        if (entry / COMPLETE).is_file():
+            return  # a concurrent run stored the same key first
+        from damoc import atomic
+
+        atomic.replace_path(tmp, entry)  # also replaces an incomplete leftover under this key
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
