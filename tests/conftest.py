@@ -92,3 +92,10 @@ def zoo_dir() -> Path:
     from damoc.demo.zoo import default_zoo_dir, ensure_zoo
 
     return ensure_zoo(default_zoo_dir())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_stage_cache(tmp_path_factory):
+    """`damoc run` resumes from the stage cache by default: tests start from an empty one of their own, so they
+    exercise the stages instead of reusing outputs from an earlier session (or filling the shared DAMOC_HOME)."""
+    os.environ.setdefault("DAMOC_STAGE_CACHE_DIR", str(tmp_path_factory.mktemp("stage-cache")))
