@@ -9,6 +9,13 @@ parameters, so they never end up in KFP run metadata):
 - credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, else MINIO_ACCESS_KEY / MINIO_SECRET_KEY
   (optional AWS_SESSION_TOKEN); optional AWS_REGION.
 
+Faults: every request gets a timeout and is retried with exponential back-off on connection errors,
+timeouts and 429/5xx answers (settings from the environment, RetrySettings: DAMOC_S3_RETRIES,
+DAMOC_S3_BACKOFF_S, DAMOC_S3_BACKOFF_MAX_S, DAMOC_S3_TIMEOUT_S); a 403 or 404 is final at once. Nothing
+half-written is taken as complete: a downloaded file appears under its name only when complete, a
+downloaded directory is renamed into place when complete, an uploaded directory carries a marker object
+(INCOMPLETE_MARKER) from its first file to its last, and readers refuse a prefix that has it.
+
 All failures raise StorageError; messages name the bucket/key but never the credentials.
 """
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +36,7 @@ import urllib3
 from damoc import atomic
 from minio import Minio
 from minio.error import MinioException, S3Error
+from urllib3.util import Retry, Timeout
 
 S3_SCHEME = "s3://"
 FILE_SCHEME = "file://"
@@ -39,6 +48,10 @@ _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "ResourceNotFound"}
 _AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+# Answers worth retrying: throttling (429, S3's 503 SlowDown) and server-side failures.
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+# Written first and deleted last when a directory is uploaded: a prefix holding it is not complete.
+INCOMPLETE_MARKER = ".damoc-upload-incomplete"
 _BUCKET_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 
 
@@ -153,11 +166,72 @@ def s3_settings_from_env() -> S3Settings:
                       secret_key=secret_key, session_token=os.environ.get("AWS_SESSION_TOKEN") or None)
 
 
+@dataclass(frozen=True)
+class RetrySettings:
+    """How hard to try the object store (deployment settings, so environment variables, not run config).
+
+    retries: extra attempts after the first (DAMOC_S3_RETRIES, default 5); backoff_s: the back-off base
+    (DAMOC_S3_BACKOFF_S, default 0.5): the k-th retry waits backoff_s * 2**(k-1) seconds (the first retry
+    none), at most backoff_max_s (DAMOC_S3_BACKOFF_MAX_S, default 8); timeout_s: connect and read timeout
+    of each request (DAMOC_S3_TIMEOUT_S, default 60). Defaults: a dead endpoint is reported after ~15 s of
+    back-off (plus up to 6 timeouts if it does not even refuse connections).
+    """
+
+    retries: int = 5
+    backoff_s: float = 0.5
+    backoff_max_s: float = 8.0
+    timeout_s: float = 60.0
+
+    def sleeps(self) -> list[float]:
+        """The waits before each retry (what urllib3's Retry does with these settings)."""
+        return [0.0 if k == 1 else min(self.backoff_max_s, self.backoff_s * 2 ** (k - 1))
+                for k in range(1, self.retries + 1)]
+
+
+_RETRY_VARS = {"retries": "DAMOC_S3_RETRIES", "backoff_s": "DAMOC_S3_BACKOFF_S",
+               "backoff_max_s": "DAMOC_S3_BACKOFF_MAX_S", "timeout_s": "DAMOC_S3_TIMEOUT_S"}
+
+
+def retry_settings_from_env() -> RetrySettings:
+    values: dict[str, float | int] = {}
+    for name, var in _RETRY_VARS.items():
+        raw = os.environ.get(var, "").strip()
+        if not raw:
+            continue
+        kind = int if name == "retries" else float
+        try:
+            value = kind(raw)
+        except ValueError:
+            value = -1
+        if not (value >= 0 if kind is int else 0 < value < float("inf")):
+            need = "a whole number >= 0" if kind is int else "a number of seconds > 0"
+            raise StorageError(f"{var}={raw!r}: expected {need}")
+        values[name] = value
+    return RetrySettings(**values)
+
+
+def http_client(retry: RetrySettings) -> urllib3.PoolManager:
+    """minio's default pool (CA bundle, 10 connections) with our timeouts and retry policy."""
+    import certifi
+
+    return urllib3.PoolManager(
+        timeout=Timeout(connect=retry.timeout_s, read=retry.timeout_s), maxsize=10, cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=Retry(total=retry.retries, connect=retry.retries, read=retry.retries, status=retry.retries,
+                      other=0, backoff_factor=retry.backoff_s, backoff_max=retry.backoff_max_s,
+                      status_forcelist=RETRY_STATUSES,
+                      # every S3 call made here is idempotent (PUT/DELETE of a whole key), POST included
+                      allowed_methods=None,
+                      # a server's Retry-After could stall a task for hours: our bounded back-off instead
+                      respect_retry_after_header=False, raise_on_status=True))
+
+
 def client_from_env() -> Minio:
     settings = s3_settings_from_env()
     try:
         return Minio(settings.endpoint, access_key=settings.access_key, secret_key=settings.secret_key,
-                     session_token=settings.session_token, secure=settings.secure, region=settings.region)
+                     session_token=settings.session_token, secure=settings.secure, region=settings.region,
+                     http_client=http_client(retry_settings_from_env()))
     except ValueError as err:
         raise StorageError(f"S3 endpoint {settings.endpoint!r}: {_scrub(str(err))}") from None
 
@@ -196,11 +270,40 @@ def _wrapped(action: str, uri: str) -> Iterator[None]:
     except S3Error as err:
         raise StorageError(_scrub(_s3_error_message(action, uri, err))) from None
     except urllib3.exceptions.HTTPError as err:
-        raise StorageError(_scrub(f"{action} {uri} failed: cannot reach the S3 endpoint "
-                                  f"({type(err).__name__}: {err}); check DAMOC_S3_ENDPOINT and "
-                                  "DAMOC_S3_SECURE")) from None
+        raise StorageError(_scrub(_unreachable_message(action, uri, err))) from None
     except (MinioException, OSError, ValueError) as err:
         raise StorageError(_scrub(f"{action} {uri} failed: {type(err).__name__}: {err}")) from None
+
+
+def _endpoint_url() -> str:
+    try:
+        settings = s3_settings_from_env()
+    except StorageError:
+        return "(endpoint not set)"
+    return f"{'https' if settings.secure else 'http'}://{settings.endpoint}"
+
+
+def _reason(err: BaseException) -> str:
+    """A short cause: 'timed out', 'connection refused', 'too many 503 error responses'."""
+    reason = getattr(err, "reason", None) or err
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):  # before TimeoutError: it subclasses it
+        return f"connection failed ({str(reason).rsplit(': ', 1)[-1]})"
+    if isinstance(reason, urllib3.exceptions.TimeoutError):
+        return "timed out"
+    if isinstance(reason, urllib3.exceptions.ResponseError):
+        return str(reason)
+    return f"{type(reason).__name__}: {reason}"
+
+
+def _unreachable_message(action: str, uri: str, err: urllib3.exceptions.HTTPError) -> str:
+    try:
+        retry = retry_settings_from_env()
+        tries = f"{retry.retries + 1} attempts, {retry.timeout_s:g} s timeout each"
+    except StorageError:
+        tries = "retries"
+    return (f"{action} {uri} failed: the S3 endpoint {_endpoint_url()} did not answer ({_reason(err)}; "
+            f"{tries}); check that it is up, DAMOC_S3_ENDPOINT and DAMOC_S3_SECURE "
+            "(retries: DAMOC_S3_RETRIES, DAMOC_S3_TIMEOUT_S)")
 
 
 def _is_not_found(err: S3Error) -> bool:
@@ -248,13 +351,43 @@ def _safe_join(root: Path, relative: str, uri: str) -> Path:
 
 # --------------------------------------------------------------------------- S3 transfers
 
+def _fetch_object(client: Minio, bucket: str, key: str, dest: Path) -> None:
+    """Stream one object into a temp sibling of dest, renamed to dest only when complete.
+
+    The request itself is retried by the HTTP client; a body cut off mid-way (connection dropped, read
+    timeout) is fetched again from the start, with the same back-off. The temp file never outlives the call.
+    """
+    uri = f"s3://{bucket}/{key}"
+    retry = retry_settings_from_env()
+    with _wrapped("download", uri):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic.sibling(dest, "download")
+    try:
+        for attempt in range(retry.retries + 1):
+            with _wrapped("download", uri):
+                response = client.get_object(bucket, key)
+            try:
+                with tmp.open("wb") as fh:
+                    for chunk in response.stream(1 << 20):
+                        fh.write(chunk)
+                break
+            except urllib3.exceptions.HTTPError as err:  # the body stopped short (length is enforced)
+                if attempt == retry.retries:
+                    raise StorageError(_scrub(_unreachable_message("download", uri, err))) from None
+                time.sleep(retry.sleeps()[attempt])
+            finally:
+                response.close()
+                response.release_conn()
+        with _wrapped("download", uri):
+            os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def download_file(uri: str, dest: Path) -> Path:
     bucket, key = _object_key(uri)
     dest = Path(dest)
-    with _wrapped("download", uri):
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        # fget_object streams to a .part file and renames: no half-written dest on failure.
-        client_from_env().fget_object(bucket, key, str(dest))
+    _fetch_object(client_from_env(), bucket, key, dest)
     return dest
 
 
@@ -282,12 +415,13 @@ def download_dir(uri_prefix: str, dest_dir: Path) -> Path:
     keys = _list_keys(client, bucket, prefix, uri_prefix)
     if not keys:
         raise StorageError(f"{uri_prefix}: no objects under bucket '{bucket}' prefix '{prefix}'")
+    if prefix + INCOMPLETE_MARKER in keys:
+        raise StorageError(f"{uri_prefix}: incomplete: an upload to it did not finish ({INCOMPLETE_MARKER} is "
+                           "present); rerun the step that writes it")
     # Validate every key before writing anything, so a hostile listing leaves no partial download.
     targets = [(k, _safe_join(dest_dir, k[len(prefix):], uri_prefix)) for k in keys]
     for object_key, target in targets:
-        with _wrapped("download", f"s3://{bucket}/{object_key}"):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.fget_object(bucket, object_key, str(target))
+        _fetch_object(client, bucket, object_key, target)
     return dest_dir
 
 
@@ -298,7 +432,15 @@ def _local_files(src_dir: Path) -> list[tuple[Path, str]]:
 
 def upload_dir(src_dir: Path, uri_prefix: str) -> int:
     """Upload every file under src_dir to the prefix, keeping relative paths; returns the count."""
-    return len(_upload_dir_keys(Path(src_dir), uri_prefix))
+    keys = _upload_dir_keys(Path(src_dir), uri_prefix)
+    _clear_marker(uri_prefix)
+    return len(keys)
+
+
+def _clear_marker(uri_prefix: str) -> None:
+    bucket, key = split_s3(uri_prefix)
+    with _wrapped("finish upload to", uri_prefix):
+        client_from_env().remove_object(bucket, _dir_prefix(key) + INCOMPLETE_MARKER)
 
 
 def _upload_dir_keys(src_dir: Path, uri_prefix: str) -> set[str]:
@@ -306,6 +448,9 @@ def _upload_dir_keys(src_dir: Path, uri_prefix: str) -> set[str]:
     if not src_dir.is_dir():
         raise StorageError(f"upload to {uri_prefix} failed: {src_dir} is not a directory")
     prefix, client = _dir_prefix(key), client_from_env()
+    # The marker goes first: until the caller deletes it (after the last file), readers refuse the prefix.
+    with _wrapped("upload", f"{S3_SCHEME}{bucket}/{prefix}{INCOMPLETE_MARKER}"):
+        client.put_object(bucket, prefix + INCOMPLETE_MARKER, BytesIO(b""), 0)
     uploaded: set[str] = set()
     for path, relative in _local_files(src_dir):
         object_key = prefix + relative
@@ -321,7 +466,8 @@ def _remove_stale(uri_prefix: str, keep: set[str]) -> None:
 
     bucket, key = split_s3(uri_prefix)
     client = client_from_env()
-    stale = [k for k in _list_keys(client, bucket, _dir_prefix(key), uri_prefix) if k not in keep]
+    marker = _dir_prefix(key) + INCOMPLETE_MARKER
+    stale = [k for k in _list_keys(client, bucket, _dir_prefix(key), uri_prefix) if k not in keep and k != marker]
     if not stale:
         return
     with _wrapped("delete stale objects under", uri_prefix):
@@ -405,8 +551,10 @@ def publish(local: Path, uri: str) -> str:
         raise StorageError(f"publish to {uri} failed: {local} does not exist")
     if is_s3(uri):
         if local.is_dir():
-            # Upload first, then drop objects the new version no longer has: readers never see a gap.
+            # Upload first, then drop objects the new version no longer has, then the marker: readers never
+            # see a gap, and never take a half-uploaded directory as complete.
             _remove_stale(uri, _upload_dir_keys(local, uri))
+            _clear_marker(uri)
         else:
             upload_file(local, uri)
         return uri
