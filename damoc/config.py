@@ -150,6 +150,12 @@ class CompressionConfig(_Section):
     """Stage 2: drop low-information words by perplexity, gate by BERTScore."""
 
     enabled: bool = Field(True, description="false: train on the filtered samples as they are")
+    method: str = Field("damoc", description="compression method: damoc (iterative token-level + question-related "
+                        "answer scoring + rewriting), or the baselines llmlingua / longllmlingua; registered: see "
+                        "damoc.compression.methods")
+    method_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, validate_default=True, description="each compression method's own settings, as "
+        "method_options.METHOD.KEY (e.g. method_options.longllmlingua.dynamic_ratio)")
     rate: float = Field(0.6, gt=0.0, le=1.0, description="target kept fraction of the sample, counted in "
                         "`budget_unit`")
     bertscore_threshold: float = Field(0.9, ge=0.0, le=1.0, description="gate: samples scoring below it keep "
@@ -193,6 +199,25 @@ class CompressionConfig(_Section):
     rewrite_examples: int = Field(3, ge=0, description="passing compressions shown to the rewriter as examples")
     rewrite_length_tolerance: float = Field(0.1, ge=0.0, description="a revision may exceed the compressed "
                                             "length by at most this fraction (words)")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        return _registered("damoc.compression.methods", "METHODS", value)
+
+    @field_validator("method_options")
+    @classmethod
+    def _method_settings(cls, options: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
+        from damoc.compression.methods import METHODS
+        from damoc.registry import validate_settings
+
+        out: dict[str, dict[str, Any]] = {}
+        chosen = info.data.get("method")
+        for name in sorted(set(options) | ({chosen} if chosen else set())):
+            if name not in METHODS:
+                raise ValueError(f"'{name}' is not a compression method; available: {', '.join(METHODS.names())}")
+            out[name] = validate_settings(METHODS.get(name), options.get(name), name).model_dump(mode="json")
+        return out
 
     @field_validator("rewrite")
     @classmethod

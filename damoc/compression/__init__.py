@@ -85,7 +85,8 @@ def dataset_kwargs(compression) -> dict[str, Any]:
     """compress_dataset keyword arguments from a CompressionConfig (everything but scorer_model, progress and
     tokenizer_paths, which the workflow step supplies)."""
     c = compression
-    return dict(rate=c.rate, bertscore_threshold=c.bertscore_threshold, segment_words=c.segment_words,
+    return dict(method=c.method, method_options=c.method_options.get(c.method),
+                rate=c.rate, bertscore_threshold=c.bertscore_threshold, segment_words=c.segment_words,
                 budget_unit=c.budget_unit, instruction_rate=c.instruction_rate, question_rate=c.question_rate,
                 answer_rate=c.answer_rate, answer_scoring=c.answer_scoring, bertscore_model=c.gate_model,
                 gate_layer=c.gate_layer, gate_window_words=c.gate_window_words, gate_failure=c.gate_failure,
@@ -102,6 +103,18 @@ def _quantiles(values: Sequence[float]) -> dict[str, float]:
 
     q = np.quantile(np.asarray(values, dtype=np.float64), [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0])
     return dict(zip(("min", "p10", "p25", "p50", "p75", "p90", "max"), map(float, q)))
+
+
+HISTOGRAM_EDGES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
+
+
+def _histogram(values: Sequence[float], threshold: float) -> list[dict[str, float]]:
+    """BERTScore counts per bin [lo, hi) (the last bin includes 1.0); the gate threshold is always an edge."""
+    import numpy as np
+
+    edges = sorted(set(HISTOGRAM_EDGES) | {float(threshold)})
+    counts, _ = np.histogram(np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0), bins=edges)
+    return [{"lo": lo, "hi": hi, "count": int(c)} for lo, hi, c in zip(edges, edges[1:], counts)]
 
 
 def _tokenizer_counter(path: str, trust_remote_code: bool) -> Callable[[str], int]:
@@ -124,16 +137,27 @@ def compress_dataset(samples: Sequence[Sample], *, scorer_model: str, rate: floa
                      gate_layer: int | None = None, gate_window_words: int = 200, gate_failure: str = "original",
                      rewriter_options: dict | None = None, rewrite_rounds: int = 2, rewrite_examples: int = 3,
                      rewrite_length_tolerance: float = 0.1, tokenizer_paths: dict[str, str] | None = None,
-                     seed: int = 0, rewrite_system_prompt: str | None = None) -> tuple[list[Sample], dict]:
+                     seed: int = 0, rewrite_system_prompt: str | None = None, method: str = "damoc",
+                     method_options: dict | None = None) -> tuple[list[Sample], dict]:
     """Compress every sample to the token budget, gate by BERTScore, rewrite failures; returns (samples, stats).
 
     rewriter: None; a backend name (`openai`, `local`; settings in rewriter_options); a backend object
     (`generate(conversations)`); or an old-style `Rewriter` callable (one pass, re-gated here).
     tokenizer_paths: {name: tokenizer dir} (the candidates'); stats then report the token ratio in each.
     rate >= 1.0 with no per-part rate below 1 is the identity (no scoring, no gate).
+    method: a registered compression method (methods.METHODS: damoc, llmlingua, longllmlingua) with its
+    settings in method_options; a method that does not allow rewriting ignores `rewriter`.
     """
-    from damoc.compression.compressor import Budget, compress_sample
+    from damoc.compression.compressor import Budget
     from damoc.compression.gate import gate_scores
+    from damoc.compression.methods import METHODS
+    from damoc.registry import validate_settings
+
+    entry = METHODS.get(method)
+    settings = validate_settings(entry, method_options, method)
+    if not entry.allows_rewrite(settings):
+        rewriter = None
+    counters: dict[str, int] = {}
 
     started = time.perf_counter()
     samples = list(samples)
@@ -161,7 +185,9 @@ def compress_dataset(samples: Sequence[Sample], *, scorer_model: str, rate: floa
             iterator = tqdm(samples, desc="compress", unit="sample")
         instructions: dict = {}
         t0 = time.perf_counter()
-        compressed = [compress_sample(scorer, s, budget, segment_words, scoring, instructions) for s in iterator]
+        compressed = [entry.compress_sample(scorer, s, budget, settings=settings, segment_words=segment_words,
+                                            answer_scoring=scoring, instruction_cache=instructions,
+                                            counters=counters) for s in iterator]
         compress_seconds = time.perf_counter() - t0
         scores = gate(samples, compressed)
         final_scores = list(scores)
@@ -202,8 +228,10 @@ def compress_dataset(samples: Sequence[Sample], *, scorer_model: str, rate: floa
     per_tokenizer = {}
     for name, path in (tokenizer_paths or {}).items():
         counter = _tokenizer_counter(path, trust_remote_code)
-        t_in, t_out = sum(_part_counts(counter, samples).values()), sum(_part_counts(counter, final).values())
-        per_tokenizer[name] = {"tokens_in": t_in, "tokens_out": t_out, "token_ratio": t_out / t_in if t_in else 1.0}
+        p_in, p_out = _part_counts(counter, samples), _part_counts(counter, final)
+        t_in, t_out = sum(p_in.values()), sum(p_out.values())
+        per_tokenizer[name] = {"tokens_in": t_in, "tokens_out": t_out, "token_ratio": t_out / t_in if t_in else 1.0,
+                               "parts": {p: p_out[p] / p_in[p] if p_in[p] else 1.0 for p in PARTS}}
     stats = {
         "n": n,
         "passed_gate": fate.count("passed"),
@@ -215,6 +243,7 @@ def compress_dataset(samples: Sequence[Sample], *, scorer_model: str, rate: floa
         "gate_pass_rate": (fate.count("passed") + fate.count("rewritten")) / n if n else 1.0,
         "mean_bertscore": sum(scores) / len(scores) if scores else 1.0,
         "bertscore_quantiles": _quantiles(scores),
+        "bertscore_histogram": _histogram(scores, bertscore_threshold),
         "final_bertscore_quantiles": _quantiles(final_scores),
         "rewrite_rounds": [{**r, "share_rewritten": r["passed"] / n if n else 0.0} for r in rounds],
         "rewrite_attempts": attempts,
@@ -229,6 +258,9 @@ def compress_dataset(samples: Sequence[Sample], *, scorer_model: str, rate: floa
                          "token_ratio": parts_out[part] / parts_in[part] if parts_in[part] else 1.0}
                   for part in PARTS},
         "tokenizers": per_tokenizer,
+        "method": method,
+        "method_settings": settings.model_dump(mode="json"),
+        "method_stats": counters,
         "rate": rate,
         "budget_unit": budget_unit,
         "part_rates": {"instruction": instruction_rate, "input": question_rate, "output": answer_rate},

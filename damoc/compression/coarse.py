@@ -1,0 +1,58 @@
+"""Coarse-grained (segment-level) compression shared by the LLMLingua and LongLLMLingua modes.
+
+A part's text is cut into segments (sentences: a word ending in . ! ? or followed by a line break); the
+segments are ranked by a method's importance score, the top ones are kept whole until a coarse budget, the
+rest are dropped; the token-level stage then cuts the kept text to the part's final budget. Pure functions
+over costs and scores: no model involved.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_END = (".", "!", "?")
+
+
+def sentence_spans(words: list[str], gaps: list[str]) -> list[tuple[int, int]]:
+    """[start, end) word ranges of the sentences: a segment ends after a word ending in . ! ? or a newline."""
+    spans, start = [], 0
+    for i, (word, gap) in enumerate(zip(words, gaps)):
+        if word.endswith(_END) or "\n" in gap:
+            spans.append((start, i + 1))
+            start = i + 1
+    if start < len(words):
+        spans.append((start, len(words)))
+    return spans
+
+
+def keep_by_rank(order: np.ndarray, costs: np.ndarray, coarse_budget: float) -> np.ndarray:
+    """Segments kept whole: taken in rank order (order[0] = most important) until they hold at least
+    `coarse_budget` tokens; the one that crosses the budget is kept too (as LLMLingua's demonstration-level
+    filter does), so the token stage, which can only cut, always has the part's budget to work with."""
+    keep = np.zeros(len(costs), dtype=bool)
+    used = 0.0
+    for i in order:
+        if used >= coarse_budget - 1e-9 and keep.any():
+            break
+        keep[i], used = True, used + float(costs[i])
+    return keep
+
+
+def dynamic_rates(ranks: np.ndarray, costs: np.ndarray, target: float, delta: float,
+                  min_rate: float = 0.0) -> np.ndarray:
+    """Per-segment kept fractions r_k = clip(b + delta * (1 - 2 rank_k / (K - 1)), min_rate, 1) with b solved
+    (bisection) so that sum(r_k * cost_k) = target: better-ranked segments keep more (LongLLMLingua's dynamic
+    compression ratio; delta = 0 gives one uniform rate)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    costs = np.asarray(costs, dtype=np.float64)
+    total = float(costs.sum())
+    if total <= 0:
+        return np.ones_like(costs)
+    spread = delta * (1 - 2 * ranks / (len(ranks) - 1)) if len(ranks) > 1 else np.zeros_like(ranks)
+    rates = lambda b: np.clip(b + spread, min_rate, 1.0)  # noqa: E731
+    if target >= total:
+        return np.ones_like(costs)
+    lo, hi = -1.0 - abs(delta), 1.0 + abs(delta)
+    for _ in range(60):  # kept(b) is monotone in b
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if float((rates(mid) * costs).sum()) < target else (lo, mid)
+    return rates(hi)

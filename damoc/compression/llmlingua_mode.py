@@ -1,0 +1,84 @@
+"""`compression.method: llmlingua` — LLMLingua (Jiang et al., EMNLP 2023) as a baseline.
+
+Per sample: the budget controller splits the target between instruction, question/context and answer
+(compressor.Budget, as in the damoc mode). Each part is then compressed in LLMLingua's two stages:
+1. coarse (demonstration level; here sentence level): every sentence is scored ALONE by its perplexity
+   (mean NLL per scorer token); the most perplexing sentences are kept whole until they hold `coarse_factor`
+   x the part's budget (the paper's granular control coefficient k), the others are dropped;
+2. fine: iterative token-level compression of what is left (compressor.compress_text: segment by segment,
+   conditioned on the compressed prefix through one KV-cached stream) down to the part's budget.
+The three parts form one prompt stream: the question is conditioned on the compressed instruction, the answer
+on the compressed instruction + question. No question-aware scoring, and by default no gate-driven
+rewriting (gate failures fall back as compression.gate_failure says). Deterministic: no sampling.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from pydantic import Field
+
+from damoc.compression.coarse import keep_by_rank, sentence_spans
+from damoc.compression.methods import METHODS
+from damoc.data.schema import Sample
+from damoc.registry import SettingsModel
+
+
+class LLMLinguaMethod:
+    class Settings(SettingsModel):
+        coarse: bool = Field(True, description="sentence-level pruning by perplexity before the token level "
+                             "(LLMLingua's demonstration-level stage)")
+        coarse_factor: float = Field(1.5, ge=1.0, description="the coarse stage keeps sentences up to this "
+                                     "multiple of the part's token budget (the paper's k); the token level cuts "
+                                     "the rest")
+        allow_rewrite: bool = Field(False, description="let compression.rewrite rewrite gate failures (the "
+                                    "published method has no rewriting)")
+
+    def compress_sample(self, scorer, sample, budget, *, settings, segment_words, answer_scoring,
+                        instruction_cache, counters) -> Sample:
+        from damoc.compression.compressor import PARTS, count_units
+
+        rates = budget.part_rates({p: count_units(scorer, getattr(sample, p), budget.unit) for p in PARTS})
+        key = ("llmlingua", sample.instruction, rates["instruction"], budget.unit)
+        if key not in instruction_cache:
+            instruction_cache[key] = compress_part(scorer, sample.instruction, rates["instruction"], "",
+                                                   budget.unit, segment_words, settings, counters)
+        instruction = instruction_cache[key]
+        input_ = compress_part(scorer, sample.input, rates["input"], instruction, budget.unit, segment_words,
+                               settings, counters)
+        prefix = "\n".join(p for p in (instruction, input_) if p)
+        output = compress_part(scorer, sample.output, rates["output"], prefix, budget.unit, segment_words,
+                               settings, counters)
+        return dataclasses.replace(sample, instruction=instruction, input=input_, output=output)
+
+    def allows_rewrite(self, settings) -> bool:
+        return settings.allow_rewrite
+
+
+def compress_part(scorer, text: str, rate: float, context: str, unit: str, segment_words: int,
+                  settings: LLMLinguaMethod.Settings, counters: dict[str, int]) -> str:
+    """Coarse sentence pruning by perplexity, then iterative token-level compression, to `rate` of the text."""
+    from damoc.compression.compressor import _costs, compress_text, join_kept, split_words
+
+    if rate >= 1.0 or not text.strip():
+        return text
+    words, gaps = split_words(text)
+    ids, costs = _costs(scorer, words, gaps, "", unit)
+    target = rate * float(costs.sum())
+    spans = sentence_spans(words, gaps)
+    counters["segments"] = counters.get("segments", 0) + len(spans)
+    kept_cost = float(costs.sum())
+    if settings.coarse and len(spans) > 1:
+        seg_costs = np.array([costs[s:e].sum() for s, e in spans], dtype=np.int64)
+        ppl = np.array([scorer.word_nll(words[s:e]).sum() / max(1, sum(len(x) for x in ids[s:e]))
+                        for s, e in spans])
+        keep = keep_by_rank(np.argsort(-ppl, kind="stable"), seg_costs, settings.coarse_factor * target)
+        counters["segments_dropped"] = counters.get("segments_dropped", 0) + int((~keep).sum())
+        mask = np.zeros(len(words), dtype=bool)
+        for (s, e), k in zip(spans, keep):
+            mask[s:e] = k
+        text, kept_cost = join_kept(words, gaps, mask), float(seg_costs[keep].sum())
+    return compress_text(scorer, text, min(1.0, target / kept_cost), segment_words, context=context, unit=unit)
+
+
+METHODS.register("llmlingua", LLMLinguaMethod())
