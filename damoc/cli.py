@@ -178,7 +178,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     from damoc_pipelines.compile import compile_pipeline
 
-    print(compile_pipeline(_out_dir(args.out)))
+    # Per-task resources are fixed in the compiled YAML: the schema's defaults, or the given run config's.
+    resources = None
+    if args.config:
+        from damoc.config import load_config
+
+        resources = load_config(args.config).resources
+    print(compile_pipeline(_out_dir(args.out), resources=resources))
     return 0
 
 
@@ -263,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compile", help="compile the KFP pipeline to YAML")
     comp.add_argument("--out", default="pipelines/compiled", help="directory for damoc_pipeline.yaml")
+    comp.add_argument("--config", help="run configuration whose `resources` section sets each task's CPU/memory "
+                      "requests, limits and accelerators (default: the schema's defaults)")
     comp.set_defaults(func=cmd_compile)
 
     zoo = sub.add_parser("zoo", help="the built-in tiny model zoo")

@@ -394,6 +394,102 @@ class EvaluationConfig(_Section):
     bootstrap_samples: int = Field(1000, ge=100, description="bootstrap resamples of the eval rows")
 
 
+# The quantity forms KFP's compiler accepts (kfp.dsl.PipelineTask.set_cpu_*/set_memory_*).
+_CPU_RE = r"^([0-9]*\.?[0-9]+)(m?)$"
+_MEMORY_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+                 "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_MEMORY_RE = r"^([0-9]+)(" + "|".join(u for u in _MEMORY_UNITS if u) + ")?$"
+
+
+def _quantity(value: str, kind: str) -> float:
+    """A Kubernetes CPU ('500m', '2') or memory ('512Mi', '8G') quantity as a number (cores, bytes)."""
+    import re
+
+    match = re.match(_CPU_RE if kind == "cpu" else _MEMORY_RE, value)
+    if not match or float(match.group(1)) <= 0:
+        example = "'500m' or '2'" if kind == "cpu" else "'512Mi', '8Gi' or '16G' (whole numbers)"
+        raise ValueError(f"'{value}' is not a positive Kubernetes {kind} quantity (e.g. {example})")
+    number = float(match.group(1))
+    if kind == "cpu":
+        return number / 1000 if match.group(2) else number
+    return number * _MEMORY_UNITS[match.group(2) or ""]
+
+
+class TaskResources(_Section):
+    """Kubernetes requests and limits of one pipeline task's container."""
+
+    cpu_request: str = Field("1", description="CPU cores reserved for the task ('500m', '2')")
+    cpu_limit: str = Field("2", description="CPU cores the task may use at most")
+    memory_request: str = Field("2Gi", description="memory reserved for the task ('512Mi', '8Gi')")
+    memory_limit: str = Field("4Gi", description="memory at which the task is killed (OOMKilled)")
+    accelerators: int = Field(0, ge=0, description="accelerators (resources.accelerator_type) the task gets; 0: none")
+
+    @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+    @classmethod
+    def _k8s_quantity(cls, value: str, info: ValidationInfo) -> str:
+        _quantity(value, "cpu" if info.field_name.startswith("cpu") else "memory")
+        return value
+
+    @model_validator(mode="after")
+    def _limit_covers_request(self) -> "TaskResources":
+        for kind in ("cpu", "memory"):
+            request, limit = getattr(self, f"{kind}_request"), getattr(self, f"{kind}_limit")
+            if _quantity(limit, kind) < _quantity(request, kind):
+                raise ValueError(f"{kind}_limit {limit} is below {kind}_request {request}")
+        return self
+
+
+def _task_model(task: str, cpu: tuple[str, str], memory: tuple[str, str], accelerators: int = 0) -> Any:
+    """TaskResources with this task's defaults (a subclass, so a partial override keeps the other defaults
+    and the config table shows the task's own defaults)."""
+    from pydantic import create_model
+
+    defaults = {"cpu_request": cpu[0], "cpu_limit": cpu[1], "memory_request": memory[0], "memory_limit": memory[1],
+                "accelerators": accelerators}
+    base = TaskResources.model_fields
+    fields: dict[str, Any] = {
+        key: (base[key].annotation, Field(value, description=base[key].description,
+                                          **({"ge": 0} if key == "accelerators" else {})))
+        for key, value in defaults.items()}
+    return create_model(f"{task.title().replace('_', '')}Resources", __base__=TaskResources,
+                        __doc__=f"Requests and limits of the {task} task.", **fields)
+
+
+def _task(model: Any) -> Any:
+    d = model()
+    return Field(default_factory=model, description=f"the task's requests/limits (default cpu {d.cpu_request}/"
+                 f"{d.cpu_limit}, memory {d.memory_request}/{d.memory_limit}, {d.accelerators} accelerators)")
+
+
+ValidateResources = _task_model("validate_config", ("100m", "500m"), ("256Mi", "1Gi"))
+PrepareResources = _task_model("prepare", ("1", "2"), ("2Gi", "4Gi"))
+FilterResources = _task_model("filter", ("2", "4"), ("8Gi", "16Gi"))
+CompressResources = _task_model("compress", ("2", "4"), ("8Gi", "16Gi"))
+# Pruning loads the whole candidate on CPU (float32) and writes the merged copy: sized for a ~7B candidate.
+PruneResources = _task_model("prune", ("4", "8"), ("32Gi", "64Gi"))
+TrainResources = _task_model("train", ("4", "8"), ("32Gi", "64Gi"), accelerators=1)
+EvaluateResources = _task_model("evaluate", ("4", "8"), ("32Gi", "64Gi"), accelerators=1)
+RankResources = _task_model("rank", ("1", "2"), ("2Gi", "4Gi"))
+
+
+class ResourcesConfig(_Section):
+    """Per-task Kubernetes resources. Compile-time settings, not a pipeline parameter: kfp.local cannot resolve
+    parameters in resource fields inside ParallelFor, so `damoc compile` writes the schema defaults into the
+    compiled YAML and `damoc compile --config run.yaml` this section of the run's config."""
+
+    accelerator_type: str = Field("nvidia.com/gpu", min_length=1,
+                                  description="Kubernetes resource name of the accelerators (tasks with "
+                                  "accelerators > 0 also tolerate the NoSchedule taint of that name)")
+    validate_config: ValidateResources = _task(ValidateResources)
+    prepare: PrepareResources = _task(PrepareResources)
+    filter: FilterResources = _task(FilterResources)
+    compress: CompressResources = _task(CompressResources)
+    prune: PruneResources = _task(PruneResources)
+    train: TrainResources = _task(TrainResources)
+    evaluate: EvaluateResources = _task(EvaluateResources)
+    rank: RankResources = _task(RankResources)
+
+
 Mode = Literal["damoc", "grid_search"]
 
 
@@ -407,6 +503,8 @@ class RunConfig(_Section):
     pruning: PruningConfig = Field(PruningConfig(), description="stage 3: layer pruning with sparse merging")
     training: TrainingConfig = Field(TrainingConfig(), description="stage 4: fine-tuning")
     evaluation: EvaluationConfig = Field(EvaluationConfig(), description="stage 5: evaluation")
+    resources: ResourcesConfig = Field(ResourcesConfig(), description="per-task Kubernetes requests/limits "
+                                       "(compile time: `damoc compile --config`; not a pipeline parameter)")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "RunConfig":

@@ -22,6 +22,10 @@ RUN_PARAMETERS: dict[str, tuple[type, Any, str]] = {
                        "and DAMOC_S3_ENDPOINT (optional; never pass credentials as parameters)"),
 }
 REQUIRED_DATA_KEYS = ("train", "eval")
+# Sections applied when the pipeline is compiled, never pipeline parameters (kfp.local cannot resolve
+# parameters in resource fields inside a ParallelFor): `damoc compile --config run.yaml`.
+COMPILE_TIME_SECTIONS = ("resources",)
+PIPELINE_FIELDS = tuple(name for name in RunConfig.model_fields if name not in COMPILE_TIME_SECTIONS)
 
 
 def _drop_nulls(value: Any) -> Any:
@@ -55,12 +59,12 @@ def pipeline_defaults() -> dict[str, Any]:
 
 def to_pipeline_arguments(cfg: RunConfig) -> dict[str, Any]:
     """The config as pipeline arguments: {mode, candidates, data, filter, ...} (JSON-compatible values)."""
-    return _drop_nulls(cfg.model_dump(mode="json"))
+    return _drop_nulls(cfg.model_dump(mode="json", exclude=set(COMPILE_TIME_SECTIONS)))
 
 
 def from_pipeline_arguments(args: dict[str, Any]) -> RunConfig:
     """Inverse of `to_pipeline_arguments` (used inside the pipeline's first task); re-validates everything."""
-    raw = {key: args[key] for key in RunConfig.model_fields if key in args}
+    raw = {key: args[key] for key in PIPELINE_FIELDS if key in args}
     data = dict(raw.get("data") or {})
     for key in REQUIRED_DATA_KEYS:  # the UI default is "": report it as missing, not as a bad file name
         if data.get(key) == "":

@@ -7,14 +7,15 @@ COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 COMPILED_NAME = "damoc_pipeline.yaml"
 
 
-def compile_pipeline(out_dir: str | Path = COMPILED_DIR) -> Path:
+def compile_pipeline(out_dir: str | Path = COMPILED_DIR, resources=None) -> Path:
+    """resources: a damoc.config.ResourcesConfig fixed into the YAML (None: the schema's defaults)."""
     from kfp import compiler
 
-    from damoc_pipelines.damoc_pipeline import damoc_pipeline
+    from damoc_pipelines.damoc_pipeline import build_pipeline
 
     out = Path(out_dir) / COMPILED_NAME
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(damoc_pipeline, package_path=str(out))
+    compiler.Compiler().compile(build_pipeline(resources), package_path=str(out))
     return out
 
 

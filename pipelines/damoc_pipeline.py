@@ -4,9 +4,12 @@ Parameters: one per config section (a JSON object prefilled with the schema's de
 `candidates`, and the run parameters `output_uri` and `s3_secret_name`. Defaults and help texts come from
 the config schema (damoc.config_params); a test fails if this signature and the schema disagree.
 `mode="grid_search"` runs the same graph with filtering, compression and pruning switched off.
+Per-task CPU/memory requests and limits and accelerators come from the config's `resources` section, applied
+when the pipeline is built (build_pipeline), not as parameters.
 """
 from kfp import dsl, kubernetes
 
+from damoc.config import ResourcesConfig, TaskResources
 from damoc.config_params import pipeline_defaults, pipeline_docstring
 from damoc_components.candidate import evaluate_model, finetune_model, prune_model
 from damoc_components.config import validate_config
@@ -15,17 +18,16 @@ from damoc_components.rank import rank_candidates
 
 PIPELINE_NAME = "damoc-selection"
 SUMMARY = "Select the LLM to fine-tune on domain data via data and model compression (DaMoC)."
-# Accelerator settings are compile-time constants: kfp.local (2.17) cannot resolve pipeline parameters
-# used in resource fields inside a ParallelFor, and the local run must execute this same function.
-ACCELERATOR_TYPE = "nvidia.com/gpu"
-TRAIN_ACCELERATORS = 1
-GPU_TOLERATION_KEY = "nvidia.com/gpu"
 NON_ROOT_UID = 1000
 _D = pipeline_defaults()
 
 
 def _harden(task: dsl.PipelineTask, s3_secret_name: str) -> dsl.PipelineTask:
-    """S3 credentials come from a Kubernetes Secret (never parameters); containers run as non-root."""
+    """S3 credentials come from a Kubernetes Secret (never parameters); containers run as non-root.
+
+    allowPrivilegeEscalation=false, all capabilities dropped and seccompProfile RuntimeDefault are not
+    expressible per task in kfp-kubernetes 2.17: its set_security_context documents that the KFP backend
+    enforces them for every task container itself."""
     kubernetes.use_secret_as_env(
         task, secret_name=s3_secret_name, optional=True,
         secret_key_to_env={"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
@@ -36,53 +38,70 @@ def _harden(task: dsl.PipelineTask, s3_secret_name: str) -> dsl.PipelineTask:
     return task
 
 
-def damoc_pipeline(
-    candidates: list,
-    data: dict = _D["data"],
-    mode: str = _D["mode"],
-    filter: dict = _D["filter"],  # noqa: A002 — the config section's name
-    compression: dict = _D["compression"],
-    pruning: dict = _D["pruning"],
-    training: dict = _D["training"],
-    evaluation: dict = _D["evaluation"],
-    output_uri: str = _D["output_uri"],
-    s3_secret_name: str = _D["s3_secret_name"],
-) -> str:
-    config = _harden(validate_config(
-        mode=mode, candidates=candidates, data=data, filter=filter, compression=compression, pruning=pruning,
-        training=training, evaluation=evaluation,
-    ).set_display_name("validate config"), s3_secret_name)
-    cfg = config.outputs["config"]
-
-    prepared = _harden(prepare_data(config=cfg).set_display_name("load + validate data"), s3_secret_name)
-    filtered = _harden(filter_data(config=cfg, train=prepared.outputs["train"]).set_display_name("filter"),
-                       s3_secret_name)
-    compressed = _harden(compress_data(config=cfg, train=filtered.outputs["selected"])
-                         .set_display_name("compress tokens"), s3_secret_name)
-
-    with dsl.ParallelFor(candidates, name="per-candidate") as candidate:
-        pruned = _harden(prune_model(config=cfg, candidate=candidate, calibration=filtered.outputs["selected"])
-                         .set_display_name("prune + merge layers"), s3_secret_name)
-        trained = _harden(finetune_model(config=cfg, candidate=candidate, base_model=pruned.outputs["model"],
-                                         train=compressed.outputs["compressed"])
-                          .set_display_name("fine-tune"), s3_secret_name)
-        trained.set_accelerator_type(ACCELERATOR_TYPE).set_accelerator_limit(TRAIN_ACCELERATORS)
-        trained.set_cpu_request("4").set_memory_request("32G")
-        kubernetes.add_toleration(trained, key=GPU_TOLERATION_KEY, operator="Exists", effect="NoSchedule")
-        evaluated = _harden(evaluate_model(config=cfg, candidate=candidate, model=trained.outputs["model"],
-                                           eval_set=prepared.outputs["eval_set"])
-                            .set_display_name("evaluate"), s3_secret_name)
-        evaluated.set_accelerator_type(ACCELERATOR_TYPE).set_accelerator_limit(1)
-        kubernetes.add_toleration(evaluated, key=GPU_TOLERATION_KEY, operator="Exists", effect="NoSchedule")
-
-    ranked = _harden(rank_candidates(
-        config=cfg, results=dsl.Collected(evaluated.outputs["result"]), prepare_stats=prepared.outputs["stats"],
-        filter_stats=filtered.outputs["stats"], compress_stats=compressed.outputs["stats"],
-        started_at=config.outputs["started_at"], output_uri=output_uri,
-    ).set_display_name("rank + report"), s3_secret_name)
-    return ranked.outputs["selected"]
+def _sized(task: dsl.PipelineTask, resources: TaskResources, accelerator_type: str) -> dsl.PipelineTask:
+    """Requests and limits from the config's resources section; accelerators also tolerate their taint."""
+    task.set_cpu_request(resources.cpu_request).set_cpu_limit(resources.cpu_limit)
+    task.set_memory_request(resources.memory_request).set_memory_limit(resources.memory_limit)
+    if resources.accelerators:
+        task.set_accelerator_type(accelerator_type).set_accelerator_limit(resources.accelerators)
+        kubernetes.add_toleration(task, key=accelerator_type, operator="Exists", effect="NoSchedule")
+    return task
 
 
-# The help text of every parameter is generated from the config schema, then the function becomes a pipeline.
-damoc_pipeline.__doc__ = pipeline_docstring(SUMMARY)
-damoc_pipeline = dsl.pipeline(name=PIPELINE_NAME, description=SUMMARY)(damoc_pipeline)
+def build_pipeline(resources: ResourcesConfig | None = None):
+    """The pipeline with per-task resources fixed at compile time (kfp.local, which runs this same function,
+    cannot resolve pipeline parameters in resource fields inside a ParallelFor)."""
+    res = resources or ResourcesConfig()
+
+    def task(component_task: dsl.PipelineTask, name: str, s3_secret_name: str) -> dsl.PipelineTask:
+        return _sized(_harden(component_task, s3_secret_name), getattr(res, name), res.accelerator_type)
+
+    def damoc_pipeline(
+        candidates: list,
+        data: dict = _D["data"],
+        mode: str = _D["mode"],
+        filter: dict = _D["filter"],  # noqa: A002 — the config section's name
+        compression: dict = _D["compression"],
+        pruning: dict = _D["pruning"],
+        training: dict = _D["training"],
+        evaluation: dict = _D["evaluation"],
+        output_uri: str = _D["output_uri"],
+        s3_secret_name: str = _D["s3_secret_name"],
+    ) -> str:
+        config = task(validate_config(
+            mode=mode, candidates=candidates, data=data, filter=filter, compression=compression, pruning=pruning,
+            training=training, evaluation=evaluation,
+        ).set_display_name("validate config"), "validate_config", s3_secret_name)
+        cfg = config.outputs["config"]
+
+        prepared = task(prepare_data(config=cfg).set_display_name("load + validate data"), "prepare",
+                        s3_secret_name)
+        filtered = task(filter_data(config=cfg, train=prepared.outputs["train"]).set_display_name("filter"),
+                        "filter", s3_secret_name)
+        compressed = task(compress_data(config=cfg, train=filtered.outputs["selected"])
+                          .set_display_name("compress tokens"), "compress", s3_secret_name)
+
+        with dsl.ParallelFor(candidates, name="per-candidate") as candidate:
+            pruned = task(prune_model(config=cfg, candidate=candidate, calibration=filtered.outputs["selected"])
+                          .set_display_name("prune + merge layers"), "prune", s3_secret_name)
+            trained = task(finetune_model(config=cfg, candidate=candidate, base_model=pruned.outputs["model"],
+                                          train=compressed.outputs["compressed"])
+                           .set_display_name("fine-tune"), "train", s3_secret_name)
+            evaluated = task(evaluate_model(config=cfg, candidate=candidate, model=trained.outputs["model"],
+                                            eval_set=prepared.outputs["eval_set"])
+                             .set_display_name("evaluate"), "evaluate", s3_secret_name)
+
+        ranked = task(rank_candidates(
+            config=cfg, results=dsl.Collected(evaluated.outputs["result"]), prepare_stats=prepared.outputs["stats"],
+            filter_stats=filtered.outputs["stats"], compress_stats=compressed.outputs["stats"],
+            started_at=config.outputs["started_at"], output_uri=output_uri,
+        ).set_display_name("rank + report"), "rank", s3_secret_name)
+        return ranked.outputs["selected"]
+
+    # The help text of every parameter is generated from the config schema, then the function becomes a pipeline.
+    damoc_pipeline.__doc__ = pipeline_docstring(SUMMARY)
+    return dsl.pipeline(name=PIPELINE_NAME, description=SUMMARY)(damoc_pipeline)
+
+
+# The schema's default resources: what `damoc compile` (no --config) and the local runner use.
+damoc_pipeline = build_pipeline()

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from damoc.config import ConfigError, RunConfig, load_config, parse_config
-from damoc.config_params import from_pipeline_arguments, pipeline_defaults, to_pipeline_arguments
+from damoc.config_params import PIPELINE_FIELDS, from_pipeline_arguments, pipeline_defaults, to_pipeline_arguments
 
 MINIMAL = {"data": {"train": "t.jsonl", "eval": "e.csv"}, "candidates": [{"name": "a", "path": "/m/a"}]}
 
@@ -144,8 +144,9 @@ def test_pipeline_signature_is_derived_from_the_schema():
 
     params = inspect.signature(damoc_pipeline.pipeline_func).parameters
     defaults = pipeline_defaults()
-    assert set(params) == set(RunConfig.model_fields) | {"output_uri", "s3_secret_name"}
-    assert set(SECTIONS) | {"mode", "candidates"} == set(RunConfig.model_fields)
+    assert set(params) == set(PIPELINE_FIELDS) | {"output_uri", "s3_secret_name"}
+    assert set(SECTIONS) | {"mode", "candidates"} == set(PIPELINE_FIELDS)
+    assert set(RunConfig.model_fields) == set(PIPELINE_FIELDS) | {"resources"}  # compile time, not a parameter
     for key, default in defaults.items():
         assert params[key].default == default, key
     assert params["filter"].default["options"] == {"graphcut": {"lambda": 0.4}}
@@ -158,7 +159,7 @@ def test_validate_component_accepts_exactly_the_config_sections():
     from damoc_components.config import validate_config
 
     params = set(inspect.signature(validate_config.python_func).parameters)
-    assert params == set(RunConfig.model_fields) | {"config"}
+    assert params == set(PIPELINE_FIELDS) | {"config"}
 
 
 def test_validate_component_rebuilds_the_config(tmp_path):
