@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 export DS_BUILD_OPS := 0
 OUT ?= runs
 
-.PHONY: help install install-test zoo demo grid compare test test-all compile clean images image-component image-train image-rewriter bench-filter bench-select bench-select-quick bench-filter-fidelity quickstart-numbers bench-compress bench-compress-long bench-prune vllm-venv test-vllm
+.PHONY: help install install-test zoo demo grid compare test test-all compile clean images image-component image-train image-rewriter bench-filter bench-select bench-select-quick bench-filter-fidelity quickstart-numbers bench-compress bench-compress-long bench-prune vllm-venv test-vllm llmlingua-venv
 help:
 	@echo "make demo       install, build the tiny zoo + demo data if absent, run a DaMoC selection (kfp.local)"
 	@echo "make test       install (with test extras), build the zoo if absent, run the default test suite"
@@ -125,9 +125,16 @@ bench-filter-fidelity: install
 quickstart-numbers: demo grid
 	$(BIN)/python benchmarks/quickstart_table.py $(OUT)/quickstart/selection.json $(OUT)/quickstart-grid/selection.json
 
-# Compression: token ratio, gate pass rate and speed per rate on the tiny zoo (docs: README "Compression").
+# Compression: token ratio, gate pass rate and speed per rate on the tiny zoo (docs: README "Compression"), and
+# side by side with the llmlingua package (its venv is built first; if that fails the doc says why).
 bench-compress: install
-	$(BIN)/python benchmarks/bench_compress.py --n 100 --rates 0.5,0.6,0.75,0.85
+	-tools/llmlingua/make_venv.sh >/dev/null
+	$(BIN)/python benchmarks/bench_compress.py --n 100 --rates 0.5,0.6,0.75,0.85 --doc docs/benchmarks/compress.md \
+		--out docs/benchmarks/compress.json
+
+# The llmlingua package's own venv (transformers 4.44.2, tiktoken cl100k_base offline) for bench-compress.
+llmlingua-venv:
+	tools/llmlingua/make_venv.sh
 
 # One long row (10k, 100k, 1M words): compression time must be linear in the row length (compress_long.md).
 bench-compress-long: install

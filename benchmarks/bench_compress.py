@@ -4,10 +4,13 @@ For each rate: kept token fraction (scorer tokens and each zoo candidate's token
 threshold, mean BERTScore, tokens per second of compression (2 CPU cores, torch single-threaded).
 
     python benchmarks/bench_compress.py [--n 100] [--rates 0.4,0.5,0.6] [--scorer zoo://tiny-llama]
-        [--answer-scoring conditional] [--out docs/benchmarks/compress.json]
+        [--answer-scoring conditional] [--out docs/benchmarks/compress.json] [--doc docs/benchmarks/compress.md]
+        [--side-rate 0.5] [--methods damoc,llmlingua,longllmlingua] [--llmlingua-venv .cache/llmlingua-venv]
 
-The `llmlingua` package's PromptCompressor needs transformers 4.44.2 (its own venv, see ENVIRONMENT.md); a
-side-by-side run against it is not wired in yet.
+Side by side (one rate, same samples and scorer model, instruction protected, token budget, no fallback and
+no rewriting): our three compression methods and the `llmlingua` package's PromptCompressor in its LLMLingua
+and LongLLMLingua modes, run in its own venv (transformers 4.44.2: `make llmlingua-venv`) as a subprocess.
+If that venv is missing, the table says so and why.
 """
 from __future__ import annotations
 
@@ -31,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instruction-rate", type=float, default=1.0)
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--doc", type=Path, help="write the tables as markdown here")
+    parser.add_argument("--side-rate", type=float, default=0.5, help="rate of the side-by-side comparison")
+    parser.add_argument("--methods", default="damoc,llmlingua,longllmlingua")
+    parser.add_argument("--llmlingua-venv", type=Path, default=None, help="default .cache/llmlingua-venv")
+    parser.add_argument("--no-frontier", action="store_true", help="only the side-by-side table")
     args = parser.parse_args(argv)
 
     import torch
@@ -50,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                       "output")})
                for i, line in enumerate(lines)]
     rows = []
-    for rate in [float(r) for r in args.rates.split(",")]:
+    for rate in ([] if args.no_frontier else [float(r) for r in args.rates.split(",")]):
         _, stats = compress_dataset(samples, scorer_model=scorer, rate=rate, bertscore_threshold=args.threshold,
                                     answer_scoring=args.answer_scoring, instruction_rate=args.instruction_rate,
                                     tokenizer_paths=tokenizers)
@@ -65,16 +73,98 @@ def main(argv: list[str] | None = None) -> int:
         row["token_ratio_before_gate"] = raw["token_ratio"]
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| rate | kept tokens (compressed) | kept tokens after gate fallback | gate pass | mean BERTScore | "
-          "tokens/s |\n|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['rate']} | {r['token_ratio_before_gate']:.3f} | {r['token_ratio']:.3f} | "
-              f"{r['gate_pass_rate']:.2f} | {r['mean_bertscore']:.3f} | {r['tokens_per_second']:.0f} |")
+    frontier = frontier_table(rows)
+    print(frontier)
+    side, note = side_by_side(args, samples, scorer)
+    side_md = side_table(side, args.side_rate, args.threshold, note)
+    print(side_md)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
-                                       indent=2))
+        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
+                                        "side_by_side": side, "side_by_side_note": note}, indent=2))
+    if args.doc:
+        args.doc.parent.mkdir(parents=True, exist_ok=True)
+        args.doc.write_text(f"# Compression benchmark\n\n`make bench-compress` on {len(samples)} qa_long demo "
+                            f"samples, scorer `{args.scorer}` (chat), gate threshold {args.threshold}, one torch "
+                            f"thread (2 shared CPU cores).\n\n## Frontier (damoc method)\n\n{frontier}\n\n"
+                            f"## Side by side with the llmlingua package\n\n{side_md}\n")
     return 0
+
+
+def frontier_table(rows: list[dict]) -> str:
+    lines = ["| rate | kept tokens (compressed) | kept tokens after gate fallback | gate pass | mean BERTScore | "
+             "tokens/s |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['rate']} | {r['token_ratio_before_gate']:.3f} | {r['token_ratio']:.3f} | "
+                     f"{r['gate_pass_rate']:.2f} | {r['mean_bertscore']:.3f} | {r['tokens_per_second']:.0f} |")
+    return "\n".join(lines)
+
+
+def side_by_side(args, samples, scorer: str) -> tuple[list[dict], str]:
+    """Rows for our methods and the package's modes at args.side_rate; a note when the package cannot run."""
+    from transformers import AutoTokenizer
+
+    from damoc.compression import compress_dataset
+    from damoc.compression.compressor import PARTS, Budget, count_units
+    from damoc.compression.gate import gate_scores
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import llmlingua_side_by_side as pkg
+
+    rate, rows = args.side_rate, []
+
+    def ours(method: str, at: float, label: str) -> None:
+        _, stats = compress_dataset(samples, scorer_model=scorer, rate=at, bertscore_threshold=args.threshold,
+                                    instruction_rate=1.0, method=method, gate_failure="best_attempt")
+        rows.append({"compressor": label, "rate": at, "token_ratio": stats["token_ratio"],
+                     "mean_bertscore": stats["mean_bertscore"], "gate_pass_rate": stats["gate_pass_rate"],
+                     "tokens_per_second": stats["tokens_per_second"]})
+        print(json.dumps(rows[-1]), flush=True)
+
+    for method in args.methods.split(","):
+        ours(method, rate, f"ours: {method}")
+    venv = args.llmlingua_venv or pkg.DEFAULT_VENV
+    problem = pkg.venv_problem(venv)
+    if problem:
+        return rows, problem
+
+    class _Tok:  # count_units needs only .tokenizer
+        tokenizer = AutoTokenizer.from_pretrained(scorer)
+
+    tok = _Tok()
+    budget = Budget(rate=rate, instruction_rate=1.0)
+    part_rates = [budget.part_rates({p: count_units(tok, getattr(s, p)) for p in PARTS}) for s in samples]
+    tokens = lambda ss: sum(count_units(tok, getattr(s, p)) for s in ss for p in PARTS)  # noqa: E731
+    for mode in ("llmlingua", "longllmlingua"):
+        try:
+            out, seconds = pkg.run_package(samples, part_rates, scorer, mode, venv)
+        except RuntimeError as err:
+            return rows, str(err)
+        scores = gate_scores(samples, out)
+        kept = tokens(out) / tokens(samples)
+        rows.append({"compressor": f"llmlingua package: {mode}", "rate": rate, "token_ratio": kept,
+                     "mean_bertscore": sum(scores) / len(scores),
+                     "gate_pass_rate": sum(s >= args.threshold for s in scores) / len(scores),
+                     "tokens_per_second": tokens(samples) / seconds if seconds else None})
+        print(json.dumps(rows[-1]), flush=True)
+        # the package may miss the requested rate: our same-named mode again at the ratio it reached
+        if mode in args.methods.split(",") and abs(kept - rate) > 0.02:
+            ours(mode, round(min(1.0, kept), 3), f"ours: {mode} at the package's ratio")
+    return rows, ""
+
+
+def side_table(rows: list[dict], rate: float, threshold: float, note: str) -> str:
+    lines = [f"Requested rate {rate} of each sample's tokens (scorer tokenizer; instruction protected, question and "
+             f"answer at the solved rate); no gate fallback, no rewriting. Gate pass = BERTScore F1 >= {threshold}.",
+             "", "| compressor | requested rate | kept tokens | mean BERTScore | gate pass | tokens/s |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        tps = f"{r['tokens_per_second']:.0f}" if r["tokens_per_second"] else "n/a"
+        lines.append(f"| {r['compressor']} | {r['rate']} | {r['token_ratio']:.3f} | {r['mean_bertscore']:.3f} | "
+                     f"{r['gate_pass_rate']:.2f} | {tps} |")
+    if note:
+        lines += ["", f"The llmlingua package did not run: {note}"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
