@@ -19,6 +19,10 @@ from damoc_components.rank import rank_candidates
 PIPELINE_NAME = "damoc-selection"
 SUMMARY = "Select the LLM to fine-tune on domain data via data and model compression (DaMoC)."
 NON_ROOT_UID = 1000
+# Keys of the S3 Secret passed to every task (each optional): credentials, endpoint, and the object-store
+# retry settings (deployment settings, damoc.storage.RetrySettings), kept beside the endpoint they tune.
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DAMOC_S3_ENDPOINT", "DAMOC_S3_RETRIES",
+                  "DAMOC_S3_BACKOFF_S", "DAMOC_S3_BACKOFF_MAX_S", "DAMOC_S3_TIMEOUT_S")
 _D = pipeline_defaults()
 
 
@@ -30,9 +34,7 @@ def _harden(task: dsl.PipelineTask, s3_secret_name: str) -> dsl.PipelineTask:
     enforces them for every task container itself."""
     kubernetes.use_secret_as_env(
         task, secret_name=s3_secret_name, optional=True,
-        secret_key_to_env={"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-                           "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-                           "DAMOC_S3_ENDPOINT": "DAMOC_S3_ENDPOINT"})
+        secret_key_to_env={name: name for name in S3_SECRET_KEYS})
     kubernetes.set_security_context(task, run_as_user=NON_ROOT_UID, run_as_group=NON_ROOT_UID,
                                     run_as_non_root=True)
     return task

@@ -64,6 +64,10 @@ def test_every_task_gets_the_default_requests_and_limits(tmp_path):
                        "accelerator_type": "nvidia.com/gpu" if acc else None}, task
         gpu_toleration = [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
         assert _tolerations(platform, task) == (gpu_toleration if acc else []), task
+        # the object store's retry settings travel in the S3 Secret beside the endpoint (each key optional)
+        keys = [m["secretKey"] for m in platform[EXECUTORS[task]]["secretAsEnv"][0]["keyToEnv"]]
+        assert {"DAMOC_S3_ENDPOINT", "DAMOC_S3_RETRIES", "DAMOC_S3_TIMEOUT_S"} <= set(keys), task
+        assert platform[EXECUTORS[task]]["secretAsEnv"][0]["optional"] is True
     # compile time, not a parameter: the pipeline's inputs are the config sections without `resources`
     assert "resources" not in spec["root"]["inputDefinitions"]["parameters"]
 
