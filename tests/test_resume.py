@@ -219,20 +219,28 @@ def test_large_files_are_hashed_once_and_rehashed_when_changed(tmp_path, monkeyp
 def test_changed_code_changes_every_key(tmp_path, monkeypatch):
     import damoc
 
+    monkeypatch.delenv(stage_cache.CODE_ENV, raising=False)
+
     pkg = tmp_path / "damoc"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "step.py").write_text("X = 1\n")
     monkeypatch.setattr(damoc, "__file__", str(pkg / "__init__.py"))
-    stage_cache.code_version.cache_clear()
+    stage_cache._source_version.cache_clear()
     try:
         one = stage_cache.stage_key("filter", {"ratio": 0.5}, {})
         (pkg / "step.py").write_text("X = 2\n")
-        stage_cache.code_version.cache_clear()
+        stage_cache._source_version.cache_clear()
         assert stage_cache.stage_key("filter", {"ratio": 0.5}, {}) != one
         assert stage_cache.stage_key("filter", {"ratio": 0.6}, {}) != stage_cache.stage_key("filter", {"ratio": 0.5}, {})
+        two = stage_cache.code_version()
+        with stage_cache.resume_env(True):  # a run hands its version to its tasks: one run, one version
+            (pkg / "step.py").write_text("X = 3\n")
+            stage_cache._source_version.cache_clear()
+            assert os.environ[stage_cache.CODE_ENV] == two == stage_cache.code_version()
+        assert stage_cache.CODE_ENV not in os.environ and stage_cache.code_version() != two
     finally:
-        stage_cache.code_version.cache_clear()
+        stage_cache._source_version.cache_clear()
 
 
 def test_cache_clear_and_cli_flag(tmp_path, monkeypatch, capsys):
@@ -251,7 +259,7 @@ def test_cache_clear_and_cli_flag(tmp_path, monkeypatch, capsys):
 # --------------------------------------------------------------------------- the real CLI through kfp.local
 
 @pytest.mark.slow
-def test_sigint_after_the_filter_stage_then_a_rerun_resumes(tmp_path, zoo_dir, capsys):
+def test_sigint_after_the_filter_stage_then_a_rerun_resumes(tmp_path, zoo_dir, capsys, monkeypatch):
     from damoc.cli import main
 
     cache = tmp_path / "cache"
@@ -267,7 +275,11 @@ def test_sigint_after_the_filter_stage_then_a_rerun_resumes(tmp_path, zoo_dir, c
         "training": {"max_steps": 2, "batch_size": 4, "max_length": 64},
         "evaluation": {"max_new_tokens": 4, "bootstrap_samples": 200}}))
     out = tmp_path / "out"
-    env = {**os.environ, stage_cache.ROOT_ENV: str(cache), "PYTHONPATH": str(REPO)}
+    monkeypatch.setenv(stage_cache.ROOT_ENV, str(cache))
+    # the code version this process will use for the reruns (other people's edits to the tree in between would
+    # otherwise, rightly, make every key differ)
+    monkeypatch.setenv(stage_cache.CODE_ENV, stage_cache.code_version())
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     log = tmp_path / "first.log"
     with log.open("w") as stderr:  # a file, not a pipe: kfp.local's logs would fill a pipe and block the run
         proc = subprocess.Popen([sys.executable, "-m", "damoc.cli", "run", str(cfg), "--out", str(out)],
@@ -281,16 +293,12 @@ def test_sigint_after_the_filter_stage_then_a_rerun_resumes(tmp_path, zoo_dir, c
     assert proc.returncode == 130 and "error: interrupted" in log.read_text()
     assert not (out / "selection.json").exists()
 
-    os.environ[stage_cache.ROOT_ENV] = str(cache)
-    try:
-        assert main(["run", str(cfg), "--out", str(out)]) == 0
-        second = json.loads((out / "selection.json").read_text())
-        reused, total = reused_stages(second)
-        assert reused[:2] == ["prepare", "filter"] and len(reused) < total  # what finished, not what did not
-        assert main(["run", str(cfg), "--out", str(out)]) == 0
-        third = json.loads((out / "selection.json").read_text())
-        assert len(reused_stages(third)[0]) == total  # every stage of a run that finished
-        assert _scores(third) == _scores(second)
-        assert f"resumed: {total} of {total} stages reused" in capsys.readouterr().out
-    finally:
-        del os.environ[stage_cache.ROOT_ENV]
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    second = json.loads((out / "selection.json").read_text())
+    reused, total = reused_stages(second)
+    assert reused[:2] == ["prepare", "filter"] and len(reused) < total  # what finished, not what did not
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    third = json.loads((out / "selection.json").read_text())
+    assert len(reused_stages(third)[0]) == total  # every stage of a run that finished
+    assert _scores(third) == _scores(second)
+    assert f"resumed: {total} of {total} stages reused" in capsys.readouterr().out

@@ -29,6 +29,7 @@ from damoc.paths import damoc_home
 T = TypeVar("T")
 RESUME_ENV = "DAMOC_RESUME"          # "1": the steps consult and fill the cache (set by the local runner)
 ROOT_ENV = "DAMOC_STAGE_CACHE_DIR"   # where entries live; default $DAMOC_HOME/stage-cache
+CODE_ENV = "DAMOC_CODE_VERSION"      # the runner's code version, handed to its task processes (one run, one key)
 COMPLETE = "COMPLETE"                # written last inside an entry: without it the entry is ignored
 RESULT = "result.json"
 _MEMO_MIN_BYTES = 1 << 20            # files this large are hashed once per (path, size, mtime_ns, inode)
@@ -45,15 +46,18 @@ def enabled(resume: bool | None = None) -> bool:
 @contextlib.contextmanager
 def resume_env(on: bool) -> Iterator[None]:
     """DAMOC_RESUME for this process and the task processes it starts (kfp.local inherits the environment)."""
-    before = os.environ.get(RESUME_ENV)
+    before = {name: os.environ.get(name) for name in (RESUME_ENV, CODE_ENV)}
     os.environ[RESUME_ENV] = "1" if on else "0"
+    if on:  # every task keys its stage with the code the run started with (sources edited mid-run notwithstanding)
+        os.environ[CODE_ENV] = code_version()
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(RESUME_ENV, None)
-        else:
-            os.environ[RESUME_ENV] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def cache_root() -> Path:
@@ -73,9 +77,14 @@ def clear() -> int:
 
 # --------------------------------------------------------------------------- hashing
 
-@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """damoc's version + its .py sources + the result-relevant libraries' versions (one hash per process)."""
+    """damoc's version + its .py sources + the result-relevant libraries' versions; inside a local run, the one
+    the runner computed when it started (DAMOC_CODE_VERSION)."""
+    return os.environ.get(CODE_ENV) or _source_version()
+
+
+@functools.lru_cache(maxsize=1)
+def _source_version() -> str:
     import importlib.metadata as md
 
     import damoc
@@ -198,10 +207,14 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, allow_nan=True)
 
 
+def key_document(stage: str, parts: Mapping[str, Any], inputs: Mapping[str, str | Path]) -> dict[str, Any]:
+    """What a stage's key covers (kept as key.json in its entry, to see why two runs did or did not match)."""
+    return {"stage": stage, "code": code_version(), "config": _with_contents(dict(parts)),
+            "inputs": {name: fingerprint(path) for name, path in sorted(inputs.items())}}
+
+
 def stage_key(stage: str, parts: Mapping[str, Any], inputs: Mapping[str, str | Path]) -> str:
-    doc = {"stage": stage, "code": code_version(), "config": _with_contents(dict(parts)),
-           "inputs": {name: fingerprint(path) for name, path in sorted(inputs.items())}}
-    return hashlib.sha256(canonical(doc).encode()).hexdigest()
+    return hashlib.sha256(canonical(key_document(stage, parts, inputs)).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- entries
@@ -250,7 +263,8 @@ def run_cached(stage: str, *, parts: Mapping[str, Any], inputs: Mapping[str, str
     if not enabled(resume):
         return Cached(run(), False)
     try:
-        key = stage_key(stage, parts, inputs)
+        key_doc = key_document(stage, parts, inputs)
+        key = hashlib.sha256(canonical(key_doc).encode()).hexdigest()
     except OSError as err:
         _warn(f"{stage}: inputs could not be hashed ({err}); running it without the cache")
         return Cached(run(), False)
@@ -269,13 +283,13 @@ def run_cached(stage: str, *, parts: Mapping[str, Any], inputs: Mapping[str, str
     value = run()
     if cacheable(value):
         try:
-            _store(entry, outputs, dump(value))
+            _store(entry, outputs, dump(value), key_doc)
         except OSError as err:
             _warn(f"{stage}: could not store the outputs ({err})")
     return Cached(value, False, key)
 
 
-def _store(entry: Path, outputs: Mapping[str, Path], result_json: str) -> None:
+def _store(entry: Path, outputs: Mapping[str, Path], result_json: str, key_doc: dict[str, Any]) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = entry.parent / f".{entry.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
@@ -285,6 +299,7 @@ def _store(entry: Path, outputs: Mapping[str, Path], result_json: str) -> None:
                 return  # nothing complete to keep
             _place(Path(src), tmp / "out" / name)
         (tmp / RESULT).write_text(result_json, encoding="utf-8")
+        (tmp / "key.json").write_text(json.dumps(key_doc, indent=1, sort_keys=True, default=str), encoding="utf-8")
         (tmp / COMPLETE).write_text(entry.name, encoding="utf-8")  # last: the entry is whole from here on
         if (entry / COMPLETE).is_file():
             return  # a concurrent run stored the same key first
