@@ -47,6 +47,12 @@ def config_table() -> str:
             option = field.alias or key
             lines.append(f"| `filter.options.{name}.{option}` | `{json.dumps(field.default)}` | "
                          f"{field.description or ''} |")
+    from damoc.compression.methods import METHODS
+
+    for name, method in METHODS.items():
+        lines.append(f"| `compression.method` | `{name}` | {method.description} |")
+        lines += [f"| `compression.method_options.{name}.{key}` | `{json.dumps(field.default)}` | "
+                  f"{field.description or ''} |" for key, field in settings_model(method).model_fields.items()]
     return "\n".join(lines)
 
 

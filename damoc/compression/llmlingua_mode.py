@@ -25,6 +25,9 @@ from damoc.registry import SettingsModel
 
 
 class LLMLinguaMethod:
+    description = ("LLMLingua baseline: budget controller, sentence-level pruning by perplexity, iterative token-level "
+                   "compression; no question awareness, no rewriting")
+
     class Settings(SettingsModel):
         coarse: bool = Field(True, description="sentence-level pruning by perplexity before the token level "
                              "(LLMLingua's demonstration-level stage)")

@@ -30,6 +30,9 @@ from damoc.registry import SettingsModel
 
 
 class LongLLMLinguaMethod:
+    description = ("LongLLMLingua baseline: sentences ranked by p(question given sentence), dynamic per-sentence ratios, "
+                   "contrastive question-aware token scores; no rewriting")
+
     class Settings(SettingsModel):
         coarse_factor: float = Field(1.5, ge=1.0, description="the question-aware coarse stage keeps sentences "
                                      "up to this multiple of the part's token budget; the token level cuts the "

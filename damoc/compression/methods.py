@@ -23,6 +23,7 @@ class CompressionMethod(Protocol):
     """One way of compressing a sample to a Budget (compressor.Budget)."""
 
     Settings: type[BaseModel]
+    description: str
 
     def compress_sample(self, scorer: Any, sample: Sample, budget: Any, *, settings: BaseModel, segment_words: int,
                         answer_scoring: str, instruction_cache: dict, counters: dict[str, int]) -> Sample: ...
@@ -37,6 +38,9 @@ METHODS: Registry[CompressionMethod] = Registry("compression method")
 
 class DamocMethod:
     """Today's stage, unchanged: compressor.compress_sample (answer scored by compression.answer_scoring)."""
+
+    description = ("iterative token-level compression on the compressed prefix, question-related answer scoring, gate-"
+                   "driven rewriting (the paper)")
 
     class Settings(SettingsModel):
         pass
