@@ -30,8 +30,8 @@ from damoc.registry import SettingsModel
 
 
 class LongLLMLinguaMethod:
-    description = ("LongLLMLingua baseline: sentences ranked by p(question given sentence), dynamic per-sentence ratios, "
-                   "contrastive question-aware token scores; no rewriting")
+    description = ("LongLLMLingua baseline: sentences ranked by p(question given sentence), dynamic per-sentence "
+                   "ratios, contrastive question-aware token scores; no rewriting")
 
     class Settings(SettingsModel):
         coarse_factor: float = Field(1.5, ge=1.0, description="the question-aware coarse stage keeps sentences "
