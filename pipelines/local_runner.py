@@ -11,6 +11,9 @@ succeeded, so selection.json and report.md always come from the same complete ru
 failed run leaves the previous results and artifacts intact. Leftovers of failed runs are kept for
 inspection until the next run starts; the previous successful run is removed once a newer one succeeded.
 SIGINT/SIGTERM stop every task process (each task runs in its own process group) before the run stops.
+Task processes inherit this process's environment: with DAMOC_RESUME=1 (set by `damoc run` unless
+--no-resume; damoc.workflow.stage_cache.resume_env) each step reuses its stored outputs when its inputs are
+identical, so a rerun after an interruption or a failure resumes every stage that finished.
 """
 from __future__ import annotations
 

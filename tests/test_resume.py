@@ -239,6 +239,18 @@ def test_changed_code_changes_every_key(tmp_path, monkeypatch):
             stage_cache._source_version.cache_clear()
             assert os.environ[stage_cache.CODE_ENV] == two == stage_cache.code_version()
         assert stage_cache.CODE_ENV not in os.environ and stage_cache.code_version() != two
+        # a plugin module's source counts as code too
+        plugin = tmp_path / "plugins" / "my_filter_plugin.py"
+        plugin.parent.mkdir()
+        plugin.write_text("K = 1\n")
+        monkeypatch.syspath_prepend(str(plugin.parent))
+        monkeypatch.setenv("DAMOC_PLUGINS", "my_filter_plugin")
+        versions = []
+        for text in ("K = 1\n", "K = 2\n"):
+            plugin.write_text(text)
+            stage_cache._source_version.cache_clear()
+            versions.append(stage_cache.code_version())
+        assert versions[0] != versions[1] != two
     finally:
         stage_cache._source_version.cache_clear()
 
@@ -302,3 +314,34 @@ def test_sigint_after_the_filter_stage_then_a_rerun_resumes(tmp_path, zoo_dir, c
     assert len(reused_stages(third)[0]) == total  # every stage of a run that finished
     assert _scores(third) == _scores(second)
     assert f"resumed: {total} of {total} stages reused" in capsys.readouterr().out
+
+
+def test_s3_data_is_read_again_but_later_stages_still_resume(tmp_path, monkeypatch):
+    """The object's content is not hashed, so prepare never reuses; filter is keyed by the rows it got."""
+    from damoc.results import StageResult
+    from damoc.workflow import cached_steps, data_steps
+
+    monkeypatch.setenv(stage_cache.ROOT_ENV, str(tmp_path / "cache"))
+    rows = "".join(json.dumps({"id": f"train-{i}", "instruction": "", "input": f"q{i}", "output": f"a{i}"}) + "\n"
+                   for i in range(8))
+    calls = []
+
+    def fake_prepare(cfg, train_out, eval_out, cache_dir=None):
+        calls.append(train_out)
+        train_out.write_text(rows)
+        eval_out.write_text(rows)
+        return StageResult(stage="prepare", stats={"train_samples": 8, "eval_samples": 8})
+
+    monkeypatch.setattr(data_steps, "prepare_data", fake_prepare)
+    cfg = parse_config({"data": {"train": "s3://b/train.jsonl", "eval": "s3://b/eval.jsonl"},
+                        "candidates": [{"name": "a", "path": "/models/a"}],
+                        "filter": {"method": "random", "ratio": 0.5}})
+    got = []
+    for run in ("a", "b"):
+        work = tmp_path / run
+        work.mkdir()
+        prepared = cached_steps.prepare_data(cfg, work / "train.jsonl", work / "eval.jsonl", resume=True)
+        filtered = cached_steps.filter_step(cfg, work / "train.jsonl", work / "filtered.jsonl", False, resume=True)
+        got.append((prepared.stats.get("reused"), filtered.stats.get("reused")))
+    assert got == [(None, None), (None, True)] and len(calls) == 2
+    assert not (tmp_path / "cache" / "prepare").exists()

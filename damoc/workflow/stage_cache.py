@@ -97,6 +97,8 @@ def _source_version() -> str:
     package = Path(damoc.__file__).resolve().parent
     for path in sorted(package.rglob("*.py")):
         digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in _plugin_sources():  # registered methods from outside the package count as code too
+        digest.update(f"plugin {path}\0".encode() + path.read_bytes() + b"\0")
     for name in _LIBRARIES:
         try:
             version = md.version(name)
@@ -104,6 +106,28 @@ def _source_version() -> str:
             version = "-"
         digest.update(f"{name}=={version}\n".encode())
     return digest.hexdigest()
+
+
+def _plugin_sources() -> list[Path]:
+    """The .py files of the plugin modules (damoc.registry: entry points and $DAMOC_PLUGINS), found unimported."""
+    import importlib.metadata as md
+    import importlib.util
+
+    from damoc.registry import PLUGIN_ENV, PLUGIN_GROUP
+
+    names = [ep.value.split(":")[0] for ep in md.entry_points(group=PLUGIN_GROUP)]
+    names += [n.strip() for n in os.environ.get(PLUGIN_ENV, "").split(",") if n.strip()]
+    files: list[Path] = []
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None  # the registry reports an unimportable plugin; here it only cannot be hashed
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue
+        origin = Path(spec.origin)
+        files += sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+    return files
 
 
 def _file_sha(path: Path) -> str:
