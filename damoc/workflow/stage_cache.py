@@ -304,6 +304,11 @@ def run_cached(stage: str, *, parts: Mapping[str, Any], inputs: Mapping[str, str
             return Cached(value, True, key)
         except Exception as err:  # noqa: BLE001 — a damaged entry means running the stage, nothing worse
             _warn(f"{stage}: entry {key[:12]} unreadable ({type(err).__name__}: {err}); running the stage")
+            for dest in map(Path, outputs.values()):  # no half-restored output under the stage's own
+                if dest.is_dir() and not dest.is_symlink():
+                    shutil.rmtree(dest, ignore_errors=True)
+                else:
+                    dest.unlink(missing_ok=True)
     value = run()
     if cacheable(value):
         try:
