@@ -150,4 +150,4 @@ vllm-venv:
 
 # Rewriting through a real vLLM OpenAI-compatible server on 127.0.0.1 (~70 s; slow-marked: not in `make test`).
 test-vllm: install-test vllm-venv
-	$(BIN)/python -m pytest -m slow -q tests/test_vllm_rewriter.py
+	$(BIN)/python -m pytest -m slow -q tests/test_vllm_rewriter.py tests/test_vllm_pruned.py
