@@ -76,7 +76,8 @@ def test_collapse_parameters_in_place_with_backup_and_skips():
     assert merged == 2 and skipped == []
     assert torch.equal(layers[0].weight, torch.full((2, 2), 1.0 + (2 - 1) + (3 - 1)))  # 4
     assert torch.equal(layers[0].bias, torch.full((2,), 10.0 + (20 - 10) + (30 - 10)))  # 40
-    assert torch.equal(backup["weight"], torch.full((2, 2), 1.0)) and torch.equal(backup["bias"], torch.full((2,), 10.0))
+    assert torch.equal(backup["weight"], torch.full((2, 2), 1.0))
+    assert torch.equal(backup["bias"], torch.full((2,), 10.0))
     assert torch.equal(layers[1].weight, torch.full((2, 2), 2.0))  # collapsed layers are read, not written
     _, merged, skipped = collapse_parameters(layers, 2, 1)  # weight 2x2 vs 2x3: skipped and said why
     assert merged == 1 and skipped == [("weight", "shape differs between the collapsed layers")]
