@@ -248,3 +248,33 @@ def test_laco_round_trip_other_families(model_type, tmp_path, tiny_tokenizer_dir
     kwargs = dict(max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
     assert torch.equal(model.generate(**inputs, use_cache=True, **kwargs),
                        model.generate(**inputs, use_cache=False, **kwargs))
+
+
+def test_prune_step_calibrates_on_samples_encoded_like_training(tmp_path, monkeypatch):
+    """The damoc method gets Sample objects (encoded by training's encode_example inside) with training's
+    chat_template and max_length, not plain-format strings."""
+    import damoc.pruning.prune as prune_module
+    from damoc.config import parse_config
+    from damoc.data.records import write_samples
+    from damoc.data.schema import Sample
+    from damoc.workflow.candidate_steps import prune_step
+
+    seen = {}
+
+    def fake_prune(chat, base, calibration, out, **kwargs):
+        seen.update(calibration=calibration, **kwargs)
+        return {"num_layers_before": 4, "num_layers_after": 3}
+
+    monkeypatch.setattr(prune_module, "prune_checkpoint", fake_prune)
+    data = tmp_path / "d.jsonl"
+    rows = [Sample(f"s{i}", "Answer.", f"question {i}", "yes") for i in range(5)]
+    write_samples(rows, data)
+    for name in ("chat", "base"):
+        (tmp_path / name).mkdir()
+    cand = {"name": "c", "path": str(tmp_path / "chat"), "base_path": str(tmp_path / "base")}
+    cfg = parse_config({"mode": "damoc", "data": {"train": "t.jsonl", "eval": "e.jsonl", "task": "extractive_qa"},
+                        "candidates": [cand], "training": {"max_length": 48, "chat_template": False},
+                        "pruning": {"calibration_samples": 3}})
+    result = prune_step(cfg, cand, data, tmp_path / "pruned", progress=False)
+    assert result.status == "ok" and result.layers() == "3/4", result.error
+    assert seen["calibration"] == rows[:3] and seen["chat_template"] is False and seen["max_length"] == 48
