@@ -230,7 +230,8 @@ def write_report(truth: dict, results: dict, tasks: list[BenchTask], recipes: li
     lines += ["", "Signals: `metric` ranks by the proxies' task metric, `loglik` by the mean per-token "
               "log-likelihood of the eval references (the same proxies, no extra training); `halving` by rounds "
               "survived, then the last log-likelihood.", ""]
-    lines += ["## Not available yet", ""] + [f"- {k}: {v}" for k, v in UNAVAILABLE.items()] + [""]
+    if UNAVAILABLE:
+        lines += ["## Not available yet", ""] + [f"- {k}: {v}" for k, v in UNAVAILABLE.items()] + [""]
     lines += [f"![{p}]({p})" for p in plots]
     text = "\n".join(lines) + "\n"
     atomic.write_text(out / f"{stem}.md", text)
