@@ -51,3 +51,21 @@ def test_html_has_the_same_numbers_escaped():
     assert "<td>&lt;x&gt;</td>" in page and "<x>" not in page
     assert "<td>question/context</td><td>300</td><td>150</td><td>0.500</td>" in page
     assert page.count("<table>") == markdown(STATS).count("**") // 2
+
+
+def test_the_run_reports_show_the_compression_section_only_when_the_stage_ran():
+    from damoc.results import StageResult
+    from damoc.selection.html_report import render_html
+    from damoc.selection.ranking import build_selection
+    from damoc.selection.report import render_report
+
+    def selection(status: str):
+        stage = StageResult(stage="compress", status=status, seconds=1.0, stats=STATS if status == "ok" else {})
+        return build_selection(mode="damoc", metric="rougel", results=[], stage_results=[stage],
+                               stage_seconds={"compress": 1.0}, total_seconds=1.0)
+
+    ran, skipped = selection("ok"), selection("skipped")
+    assert "## Token compression" in render_report(ran)
+    assert "| question/context | 300 | 150 | 0.500 |" in render_report(ran)
+    assert "<td>question/context</td><td>300</td><td>150</td><td>0.500</td>" in render_html(ran)
+    assert "Token compression" not in render_report(skipped) and "Token compression" not in render_html(skipped)

@@ -147,3 +147,17 @@ def test_unknown_layer_count_is_a_dash_and_long_flags_are_shortened(sample):
     page = render_html(selection, {**details, "broken": {"layers": "None/None", "flags": [flag]}})
     assert "None/None" not in page
     assert f'title="{flag}"' in page and "…" in page and f"<li class=\"flag\">{flag}</li>" in page
+
+
+def test_method_decision_is_shown_when_models_were_trained_both_ways():
+    names = ("m@full", "m@lora", "n@full", "n@lora")
+    selection, details = sample_selection(names)
+    variants = {name: tuple(name.split("@")) for name in names}
+    from damoc.selection.ranking import method_selection
+
+    selection["methods"] = method_selection(selection["ranking"], variants)
+    page = render_html(selection, details)
+    assert "<h2>Fine-tuning method per model</h2>" in page
+    # sample means: m@full 0.40 > m@lora 0.39, n@full 0.25 > n@lora 0.20 -> full chosen for both
+    assert page.count("<td>full</td>") == 2 and "Selected: <b>m</b> with full fine-tuning" in page
+    assert "Fine-tuning method per model" not in render_html(*sample_selection())

@@ -317,6 +317,29 @@ def _flags_section(selection: Mapping[str, Any], details: Mapping[str, Mapping[s
     return "<ul>" + "".join(items) + "</ul>" if items else '<p class="note">No caveats on any score.</p>'
 
 
+def _methods_section(selection: Mapping[str, Any]) -> list[str]:
+    """training.method: both — which fine-tuning method won per model (nothing otherwise)."""
+    methods = selection.get("methods") or {}
+    if not methods.get("per_model"):
+        return []
+    rows = "".join(f"<tr><td>{_e(m)}</td><td>{_fmt(r['scores'].get('full'))}</td><td>{_fmt(r['scores'].get('lora'))}"
+                   f"</td><td>{_e(r.get('chosen') or '—')}</td><td>{_fmt(r.get('margin'))}</td>"
+                   f"<td>{_e(r.get('note', ''))}</td></tr>" for m, r in methods["per_model"].items())
+    pick = (f"<p>Selected: <b>{_e(methods['selected_model'])}</b> with {_e(methods['selected_method'])} "
+            "fine-tuning.</p>" if methods.get("selected_method") else "")
+    return ["<h2>Fine-tuning method per model</h2>", pick + "<table><thead><tr><th>model</th><th>full</th>"
+            "<th>lora</th><th>chosen</th><th>margin</th><th>notes</th></tr></thead><tbody>" + rows
+            + "</tbody></table>"]
+
+
+def _compression_section(selection: Mapping[str, Any]) -> list[str]:
+    from damoc.selection.compression_stats import html_fragment
+    from damoc.selection.report import compress_stats
+
+    stats = compress_stats(dict(selection))
+    return ["<h2>Token compression</h2>", html_fragment(stats)] if stats else []
+
+
 def render_html(selection: Mapping[str, Any], candidate_details: Mapping[str, Mapping[str, Any]] | None = None,
                 *, reference: Mapping[str, Any] | None = None) -> str:
     """The HTML report of a selection document (damoc.selection.ranking.build_selection).
@@ -332,6 +355,8 @@ def render_html(selection: Mapping[str, Any], candidate_details: Mapping[str, Ma
         "<h2>Ranking with its uncertainty</h2>", _ranking_plot(selection),
         "<h2>Flags</h2>", _flags_section(selection, details),
         "<h2>Cost per stage</h2>", _cost_section(selection, reference),
+        *_methods_section(selection),
+        *_compression_section(selection),
         "<h2>Layer similarity</h2>", _similarity_section(selection),
         "<h2>Stage statistics</h2>", f"<details><summary>selection.json stats</summary><pre>{_e(stats_json)}"
                                      "</pre></details>",

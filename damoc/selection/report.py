@@ -19,6 +19,12 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+def compress_stats(selection: dict[str, Any]) -> dict[str, Any] | None:
+    """The compress stage's statistics when it ran (not skipped, failed or absent), else None."""
+    stage = (selection.get("stats") or {}).get("compress") or {}
+    return stage.get("stats") if stage.get("status") == "ok" and stage.get("stats") else None
+
+
 def render_report(selection: dict[str, Any], candidate_details: dict[str, dict[str, Any]] | None = None) -> str:
     details = candidate_details or {}
     cost = selection["cost"]
@@ -58,6 +64,11 @@ def render_report(selection: dict[str, Any], candidate_details: dict[str, dict[s
         lines += _table(["model", "full", "lora", "chosen", "margin", "notes"],
                         [[m, r["scores"].get("full"), r["scores"].get("lora"), r["chosen"], r.get("margin"),
                           r.get("note", "")] for m, r in methods["per_model"].items()])
+    compress = compress_stats(selection)
+    if compress:
+        from damoc.selection.compression_stats import markdown
+
+        lines += ["", "## Token compression", "", markdown(compress).rstrip()]
     lines += ["", "## Cost (seconds per stage)", ""]
     basis = cost.get("stage_seconds_basis") or {}
     lines += _table(["stage", "seconds", "basis"],
