@@ -86,7 +86,7 @@ def markdown(rows: list[dict], args: argparse.Namespace, scorer: str) -> str:
         "",
         f"One row whose `{args.part}` holds N words (demo-data words cycled), compressed by "
         "`damoc.compression.compress_sample` to rate "
-        f"{args.rate}. `time/word vs {rows[0]['words']}` is the time per word divided by that of the smallest "
+        f"{args.rate}. `time/word vs {rows[0]['words']:,}` is the time per word divided by that of the smallest "
         "row, in CPU seconds of this process (wall time on a shared machine also counts the neighbours' load; "
         "both are listed): ~1.0 at every size means the cost is linear in the row length (a cost quadratic "
         "in the length would multiply it by the size ratio).",
