@@ -20,6 +20,9 @@ RUN_PARAMETERS: dict[str, tuple[type, Any, str]] = {
                    "path); empty: only the KFP artifacts"),
     "s3_secret_name": (str, "s3-credentials", "Kubernetes Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY "
                        "and DAMOC_S3_ENDPOINT (optional; never pass credentials as parameters)"),
+    "api_key_secret_name": (str, "damoc-api-keys", "Kubernetes Secret with DAMOC_REWRITER_API_KEY (compression "
+                            "rewriter) and OPENAI_API_KEY (alpagasus judge endpoint); optional, mounted only into "
+                            "the filter and compress tasks"),
 }
 REQUIRED_DATA_KEYS = ("train", "eval")
 # Sections applied when the pipeline is compiled, never pipeline parameters (kfp.local cannot resolve

@@ -23,6 +23,11 @@ NON_ROOT_UID = 1000
 # retry settings (deployment settings, damoc.storage.RetrySettings), kept beside the endpoint they tune.
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DAMOC_S3_ENDPOINT", "DAMOC_S3_RETRIES",
                   "DAMOC_S3_BACKOFF_S", "DAMOC_S3_BACKOFF_MAX_S", "DAMOC_S3_TIMEOUT_S")
+# Keys of the API-key Secret, mounted only into the tasks that call an LLM endpoint (filter: the alpagasus
+# judge; compress: the rewriter). Each optional: a run without endpoints needs no such Secret.
+API_KEY_SECRET_KEYS = ("DAMOC_REWRITER_API_KEY", "OPENAI_API_KEY")
+ENDPOINT_TASKS = ("filter", "compress")
+DEFAULTS_CONFIG_MAP = "damoc-defaults"  # the Helm chart's ConfigMap (DAMOC_REWRITER_URL, ...); optional
 _D = pipeline_defaults()
 
 
@@ -55,7 +60,14 @@ def build_pipeline(resources: ResourcesConfig | None = None):
     cannot resolve pipeline parameters in resource fields inside a ParallelFor)."""
     res = resources or ResourcesConfig()
 
-    def task(component_task: dsl.PipelineTask, name: str, s3_secret_name: str) -> dsl.PipelineTask:
+    def task(component_task: dsl.PipelineTask, name: str, s3_secret_name: str,
+             api_key_secret_name: str | None = None) -> dsl.PipelineTask:
+        if api_key_secret_name is not None:
+            kubernetes.use_secret_as_env(component_task, secret_name=api_key_secret_name, optional=True,
+                                         secret_key_to_env={k: k for k in API_KEY_SECRET_KEYS})
+            kubernetes.use_config_map_as_env(component_task, config_map_name=DEFAULTS_CONFIG_MAP, optional=True,
+                                             config_map_key_to_env={"DAMOC_REWRITER_URL": "DAMOC_REWRITER_URL",
+                                                                    "DAMOC_REWRITER_MODEL": "DAMOC_REWRITER_MODEL"})
         return _sized(_harden(component_task, s3_secret_name), getattr(res, name), res.accelerator_type)
 
     def damoc_pipeline(
@@ -69,6 +81,7 @@ def build_pipeline(resources: ResourcesConfig | None = None):
         evaluation: dict = _D["evaluation"],
         output_uri: str = _D["output_uri"],
         s3_secret_name: str = _D["s3_secret_name"],
+        api_key_secret_name: str = _D["api_key_secret_name"],
     ) -> str:
         config = task(validate_config(
             mode=mode, candidates=candidates, data=data, filter=filter, compression=compression, pruning=pruning,
@@ -79,9 +92,9 @@ def build_pipeline(resources: ResourcesConfig | None = None):
         prepared = task(prepare_data(config=cfg).set_display_name("load + validate data"), "prepare",
                         s3_secret_name)
         filtered = task(filter_data(config=cfg, train=prepared.outputs["train"]).set_display_name("filter"),
-                        "filter", s3_secret_name)
+                        "filter", s3_secret_name, api_key_secret_name)
         compressed = task(compress_data(config=cfg, train=filtered.outputs["selected"])
-                          .set_display_name("compress tokens"), "compress", s3_secret_name)
+                          .set_display_name("compress tokens"), "compress", s3_secret_name, api_key_secret_name)
 
         with dsl.ParallelFor(candidates, name="per-candidate") as candidate:
             pruned = task(prune_model(config=cfg, candidate=candidate, calibration=filtered.outputs["selected"])

@@ -224,3 +224,15 @@ def test_local_backend_generates_in_process(tiny_pair):
     assert len(replies) == 1 and isinstance(replies[0], str) and backend.errors == 0
     out = rewrite_failures(backend, ORIG[:1], COMP[:1], [0.1], [], overlap_gate, 0.9, rounds=1)
     assert out.samples == COMP[:1] and out.rounds[0]["tried"] == 1  # random model: garbage, best kept
+
+
+def test_endpoint_and_model_from_the_cluster_defaults_when_not_set(server_factory, monkeypatch):
+    server = server_factory(lambda body, call: (200, "ok", 0))
+    monkeypatch.setenv("DAMOC_REWRITER_URL", server.url)  # the Helm chart's damoc-defaults ConfigMap
+    monkeypatch.setenv("DAMOC_REWRITER_MODEL", "served-rewriter")
+    assert OpenAIBackend(OpenAIBackend.Settings()).generate([[{"role": "user", "content": "hi"}]]) == ["ok"]
+    assert server.requests[0][2]["model"] == "served-rewriter"
+    other = server_factory(lambda body, call: (200, "set", 0))
+    explicit = OpenAIBackend(OpenAIBackend.Settings(base_url=other.url, model="m"))
+    assert explicit.generate([[{"role": "user", "content": "hi"}]]) == ["set"]  # a setting wins over the env
+    assert other.requests[0][2]["model"] == "m" and len(server.requests) == 1

@@ -144,7 +144,7 @@ def test_pipeline_signature_is_derived_from_the_schema():
 
     params = inspect.signature(damoc_pipeline.pipeline_func).parameters
     defaults = pipeline_defaults()
-    assert set(params) == set(PIPELINE_FIELDS) | {"output_uri", "s3_secret_name"}
+    assert set(params) == set(PIPELINE_FIELDS) | {"output_uri", "s3_secret_name", "api_key_secret_name"}
     assert set(SECTIONS) | {"mode", "candidates"} == set(PIPELINE_FIELDS)
     assert set(RunConfig.model_fields) == set(PIPELINE_FIELDS) | {"resources"}  # compile time, not a parameter
     for key, default in defaults.items():

@@ -47,10 +47,11 @@ class OpenAIBackend:
     """Chat completions from an OpenAI-compatible server (e.g. `python -m vllm.entrypoints.openai.api_server`)."""
 
     class Settings(SettingsModel):
-        base_url: str = Field("http://127.0.0.1:8000/v1", description="server URL up to /v1 (the Helm chart's "
-                              "rewriter service in-cluster)")
-        model: str = Field("rewriter", description="model name sent in requests (vLLM: --served-model-name or "
-                           "the model path)")
+        base_url: str | None = Field(None, description="server URL up to /v1; null: $DAMOC_REWRITER_URL (the "
+                                     "Helm chart's rewriter Service, from its damoc-defaults ConfigMap), else "
+                                     "http://127.0.0.1:8000/v1")
+        model: str | None = Field(None, description="model name sent in requests (vLLM: --served-model-name or the "
+                                  "model path); null: $DAMOC_REWRITER_MODEL, else 'rewriter'")
         api_key_env: str | None = Field("DAMOC_REWRITER_API_KEY", description="environment variable holding the "
                                         "API key (sent as Bearer); unset or empty variable: no key")
         concurrency: int = Field(8, ge=1, description="requests in flight at once")
@@ -79,9 +80,11 @@ class OpenAIBackend:
 
     def _one(self, messages: list[dict]) -> str | None:
         s = self.settings
-        body = json.dumps({"model": s.model, "messages": messages, "max_tokens": s.max_tokens,
+        model = s.model or os.environ.get("DAMOC_REWRITER_MODEL") or "rewriter"
+        body = json.dumps({"model": model, "messages": messages, "max_tokens": s.max_tokens,
                            "temperature": s.temperature}).encode()
-        url = s.base_url.rstrip("/") + "/chat/completions"
+        base_url = s.base_url or os.environ.get("DAMOC_REWRITER_URL") or "http://127.0.0.1:8000/v1"
+        url = base_url.rstrip("/") + "/chat/completions"
         for attempt in range(s.max_retries + 1):
             if attempt:
                 time.sleep(s.backoff_s * 2 ** (attempt - 1))
