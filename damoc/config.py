@@ -355,11 +355,21 @@ class TrainingConfig(_Section):
     staging_uri: str | None = Field(None, description="pytorchjob: s3:// prefix where the job's pods read the "
                                     "model and samples and write the trained model; null: "
                                     "$DAMOC_TRAINING_STAGING_URI")
+    checkpoint_uri: str | None = Field(None, description="with save_steps: where checkpoints are mirrored, an "
+                                       "s3://bucket/prefix or a shared-volume path (<uri>/<run fingerprint>/"
+                                       "checkpoint-<step>/, the last two kept), so a rerun on a fresh disk (a "
+                                       "preempted pod) resumes from the last one; null: local disk only")
 
     @field_validator("launcher")
     @classmethod
     def _known_launcher(cls, value: str) -> str:
         return _registered("damoc.training.launchers", "LAUNCHERS", value)
+
+    @field_validator("checkpoint_uri")
+    @classmethod
+    def _checkpoint_uri(cls, value: str | None) -> str | None:
+        value = (value or "").strip()
+        return value or None  # "" (e.g. an unset pipeline parameter) means local only
 
     @model_validator(mode="after")
     def _batch_divides(self) -> "TrainingConfig":
@@ -368,6 +378,8 @@ class TrainingConfig(_Section):
                              f"{self.gradient_accumulation_steps}")
         if self.deepspeed_offload and self.deepspeed is None:
             raise ValueError("deepspeed_offload needs deepspeed: zero2 or zero3")
+        if self.checkpoint_uri is not None and self.save_steps is None:
+            raise ValueError("checkpoint_uri needs save_steps (no checkpoints are written without it)")
         return self
 
 

@@ -23,6 +23,8 @@ Settings (``TrainingConfig``) map onto ``TrainingArguments``:
 - ``save_steps``: checkpoints every N steps under ``.<out>.trainer/run-<fingerprint>/`` next to
   the output; the fingerprint covers the model path, the samples and every setting that changes
   the optimisation, so a rerun resumes only the same training. Removed after a successful save.
+  ``checkpoint_uri`` mirrors them to ``<uri>/<fingerprint>/checkpoint-<step>/`` (S3 or a shared volume,
+  :mod:`damoc.training.checkpoint_sync`), so a rerun on a fresh disk (a preempted pod) resumes too.
 
 Timings: ``train_seconds`` is the Trainer's own ``train_runtime`` (the optimisation loop; on a
 resumed run only the resumed part); ``load_seconds`` (tokenizer, model, encoding) and
@@ -93,7 +95,8 @@ def _wrap_lora(model, settings: TrainingConfig):
 
 
 #: Settings that do not change what is optimised (where or how often it runs), left out of the fingerprint.
-_NOT_FINGERPRINTED = {"launcher", "processes", "nodes", "gpus_per_node", "image", "staging_uri", "save_steps"}
+_NOT_FINGERPRINTED = {"launcher", "processes", "nodes", "gpus_per_node", "image", "staging_uri", "save_steps",
+                      "checkpoint_uri"}
 
 
 def resolve_precision(precision: str) -> str:
@@ -170,13 +173,17 @@ def _count(params) -> int:
 
 def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | Path, settings: TrainingConfig,
              *, trust_remote_code: bool = False, progress: bool = False,
-             callbacks: Sequence[Any] | None = None) -> dict[str, Any]:
+             callbacks: Sequence[Any] | None = None, model_id: str | None = None) -> dict[str, Any]:
     """Train `model_path` on `samples`, save a merged HF checkpoint in `out_dir`, return statistics.
 
     ``callbacks``: extra ``transformers.TrainerCallback`` objects (tests use one to interrupt a run).
+    ``model_id``: the model's identity in the run fingerprint instead of `model_path` (the worker passes the
+    model's URI: its local download path differs between ranks and pods).
     """
     from transformers import Trainer, TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
+
+    from damoc.training.checkpoint_sync import CheckpointSync, pull_latest, remove_all, run_uri
 
     if not samples:
         raise ValueError("no training samples")
@@ -190,8 +197,10 @@ def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | P
     set_seed(settings.seed)
     out_dir = Path(out_dir)
     scratch = scratch_dir(out_dir)
-    ckpt_dir = scratch / f"run-{run_fingerprint(model_path, samples, settings)[:16]}"
+    fingerprint = run_fingerprint(model_id or model_path, samples, settings)
+    ckpt_dir = scratch / f"run-{fingerprint[:16]}"
     checkpointing = settings.save_steps is not None
+    remote = run_uri(settings.checkpoint_uri, fingerprint) if checkpointing and settings.checkpoint_uri else None
     # TrainingArguments before the model: with ZeRO-3 it enables zero.Init, so loading partitions the weights.
     args = TrainingArguments(
         output_dir=str(ckpt_dir), num_train_epochs=settings.epochs, learning_rate=settings.learning_rate,
@@ -225,9 +234,19 @@ def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | P
         model = _wrap_lora(model, settings)
     trainable = _count(p for p in model.parameters() if p.requires_grad)
     examples = [encode_example(tok, s, settings.max_length, settings.chat_template) for s in samples]
-    resume = get_last_checkpoint(str(ckpt_dir)) if checkpointing and ckpt_dir.is_dir() else None
+
+    def last_local() -> str | None:
+        return get_last_checkpoint(str(ckpt_dir)) if checkpointing and ckpt_dir.is_dir() else None
+
+    if remote is not None:
+        # A fresh disk (preempted pod): fetch the newest remote checkpoint; one process per node downloads.
+        with args.main_process_first(local=True, desc="checkpoint download"):
+            if last_local() is None:
+                pull_latest(remote, ckpt_dir)
+    resume = last_local()
     trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=_Collator(tok.pad_token_id),
-                      callbacks=list(callbacks or []))
+                      # the mirror first: a callback stopping the run on_save finds the checkpoint uploaded
+                      callbacks=[*([CheckpointSync(remote)] if remote else []), *(callbacks or [])])
     loaded = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     trained = time.perf_counter()
@@ -248,6 +267,8 @@ def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | P
         tok.save_pretrained(final)
         atomic.replace_path(final, out_dir)  # a crash before this leaves the old checkpoint, or none
         atomic.remove_tree(scratch)
+        if remote is not None:
+            remove_all(remote)  # like the local scratch: checkpoints go once the model is saved
     saved = time.perf_counter()
     tokens = sum(len(e["input_ids"]) for e in examples)
     loss = float(result.training_loss)

@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     model = storage.localize(a.model, cache) if storage.is_s3(a.model) else Path(a.model)
     samples = read_samples(storage.localize(a.samples, cache) if storage.is_s3(a.samples) else a.samples)
     out = (workdir / "out" / "model") if storage.is_s3(a.out) else Path(a.out)
-    stats = finetune(model, samples, out, settings, trust_remote_code=a.trust_remote_code, progress=a.progress)
+    # model_id: the URI, the same on every rank and pod (the download path is per local rank), so every rank
+    # and a restarted pod find the same checkpoints (training.checkpoint_uri).
+    stats = finetune(model, samples, out, settings, trust_remote_code=a.trust_remote_code, progress=a.progress,
+                     model_id=a.model)
     if rank == 0:
         stats["processes"] = world
         if storage.is_s3(a.out):
