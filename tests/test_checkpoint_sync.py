@@ -2,6 +2,7 @@
 scratch is gone (a preempted pod) resumes from the remote copy and ends with the same weights."""
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import uuid
@@ -193,3 +194,32 @@ def test_checkpoint_uri_setting():
     b = a.model_copy(update={"checkpoint_uri": "s3://bucket/ckpt"})
     assert run_fingerprint("m", SAMPLES, a) == run_fingerprint("m", SAMPLES, b)
     assert cs.run_uri("s3://bucket/ckpt/", "ab" * 32) == "s3://bucket/ckpt/" + "ab" * 8
+
+
+# --------------------------------------------------------------------------- the PyTorchJob pod path
+
+def test_restarted_worker_pod_resumes_from_s3(tiny_pair, tmp_path, bucket, monkeypatch):
+    """damoc.training.worker as a PyTorchJob pod runs it: inputs staged on S3, settings as JSON. A restarted pod
+    has a fresh disk (another --workdir, so another local model path) and still finds the run's checkpoints."""
+    import damoc.training.finetune as ft
+    from damoc.data.records import write_samples
+    from damoc.training import worker
+
+    staging = f"s3://{bucket}/staging/job-1"
+    settings = TrainingConfig(**SETTINGS, checkpoint_uri=f"s3://{bucket}/ckpt")
+    write_samples(SAMPLES, tmp_path / "samples.jsonl")
+    storage.publish(Path(tiny_pair[1]), f"{staging}/model")
+    storage.publish(tmp_path / "samples.jsonl", f"{staging}/samples.jsonl")
+    storage.write_text(f"{staging}/settings.json", settings.model_dump_json())
+    argv = ["--model", f"{staging}/model", "--samples", f"{staging}/samples.jsonl", "--settings",
+            f"{staging}/settings.json", "--out", f"{staging}/out/model", "--stats", f"{staging}/out/stats.json"]
+
+    real = ft.finetune
+    monkeypatch.setattr(ft, "finetune", lambda *a, **kw: real(*a, **kw, callbacks=[_Preempt(at=4)]))
+    with pytest.raises(KeyboardInterrupt):
+        worker.main([*argv, "--workdir", str(tmp_path / "pod-1")])
+    monkeypatch.setattr(ft, "finetune", real)
+    assert worker.main([*argv, "--workdir", str(tmp_path / "pod-2")]) == 0
+    stats = json.loads(storage.read_text(f"{staging}/out/stats.json"))
+    assert stats["resumed_from_step"] == 4 and stats["steps"] == 8
+    assert storage.exists(f"{staging}/out/model/config.json")
