@@ -223,3 +223,23 @@ def test_restarted_worker_pod_resumes_from_s3(tiny_pair, tmp_path, bucket, monke
     stats = json.loads(storage.read_text(f"{staging}/out/stats.json"))
     assert stats["resumed_from_step"] == 4 and stats["steps"] == 8
     assert storage.exists(f"{staging}/out/model/config.json")
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_resume_from_the_remote_checkpoint(tiny_pair, tmp_path):
+    """~18 s (spawns torchrun): a checkpoint mirrored by an interrupted one-process run is pulled once per node (the local main
+    process first, the other waits) and resumed by 2 gloo processes; their saves pass the barrier in on_save."""
+    from damoc.training.launchers import LAUNCHERS
+
+    store = str(tmp_path / "shared-volume")
+    settings = TrainingConfig(**SETTINGS, checkpoint_uri=store)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tiny_pair[1], SAMPLES, tmp_path / "first-pod" / "model", settings, callbacks=[_Preempt(at=4)])
+    remote = cs.run_uri(store, run_fingerprint(tiny_pair[1], SAMPLES, settings))
+    assert cs.remote_checkpoints(remote) == {2: True, 4: True}
+
+    out = tmp_path / "second-pod" / "model"
+    stats = LAUNCHERS.get("torchrun").train(tiny_pair[1], SAMPLES, out, settings.model_copy(
+        update={"launcher": "torchrun", "processes": 2}))
+    assert stats["world_size"] == 2 and stats["resumed_from_step"] == 4 and stats["steps"] == 8
+    assert (out / "config.json").is_file() and cs.remote_checkpoints(remote) == {}
