@@ -227,8 +227,9 @@ def test_restarted_worker_pod_resumes_from_s3(tiny_pair, tmp_path, bucket, monke
 
 @pytest.mark.slow
 def test_two_torchrun_processes_resume_from_the_remote_checkpoint(tiny_pair, tmp_path):
-    """~18 s (spawns torchrun): a checkpoint mirrored by an interrupted one-process run is pulled once per node (the local main
-    process first, the other waits) and resumed by 2 gloo processes; their saves pass the barrier in on_save."""
+    """~18 s (spawns torchrun): a checkpoint mirrored by an interrupted one-process run is pulled once per node
+    (the local main process first, the other waits) and resumed by 2 gloo processes; their saves pass the
+    barrier in on_save."""
     from damoc.training.launchers import LAUNCHERS
 
     store = str(tmp_path / "shared-volume")
