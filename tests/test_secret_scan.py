@@ -120,7 +120,6 @@ def moto_endpoint() -> Iterator[str]:
     server.stop()
 
 
-@pytest.mark.slow
 def test_no_planted_secret_in_any_output_of_a_full_s3_run(tmp_path, zoo_dir, moto_endpoint, monkeypatch):
     from damoc import storage
     from damoc.demo.builtin import demo_data_dir
