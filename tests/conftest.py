@@ -5,7 +5,10 @@ Stage tests that need *trained* behaviour use the demo zoo (`zoo_dir`), built on
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -99,3 +102,25 @@ def _session_stage_cache(tmp_path_factory):
     """`damoc run` resumes from the stage cache by default: tests start from an empty one of their own, so they
     exercise the stages instead of reusing outputs from an earlier session (or filling the shared DAMOC_HOME)."""
     os.environ.setdefault("DAMOC_STAGE_CACHE_DIR", str(tmp_path_factory.mktemp("stage-cache")))
+
+
+@contextlib.contextmanager
+def _moto_server() -> Iterator[int]:
+    """A real S3-protocol server (moto) on a free 127.0.0.1 port for the duration of the block."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def start_moto():
+    """`with start_moto() as port:` — a fresh moto S3 server (each test module gets its own, empty one)."""
+    return _moto_server

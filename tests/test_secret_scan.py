@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -108,16 +107,9 @@ class FakeOpenAI:
 
 
 @pytest.fixture
-def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+def moto_endpoint(start_moto) -> Iterator[str]:
+    with start_moto() as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_no_planted_secret_in_any_output_of_a_full_s3_run(tmp_path, zoo_dir, moto_endpoint, monkeypatch):

@@ -131,14 +131,9 @@ class FlakyProxy:
 
 
 @pytest.fixture(scope="module")
-def moto_port() -> Iterator[int]:
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield port
-    server.stop()
+def moto_port(start_moto) -> Iterator[int]:
+    with start_moto() as port:
+        yield port
 
 
 @pytest.fixture

@@ -56,3 +56,16 @@ def dynamic_rates(ranks: np.ndarray, costs: np.ndarray, target: float, delta: fl
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if float((rates(mid) * costs).sum()) < target else (lo, mid)
     return rates(hi)
+
+
+def rates_and_instruction(method: str, scorer, sample, budget, cache: dict, compress_instruction) -> tuple[dict, str]:
+    """Per-part rates solved by the budget controller, and the sample's instruction compressed once per distinct
+    (method, instruction, rate, unit) — instructions repeated across rows are compressed once, so train and eval
+    see one form. `compress_instruction(text, rate)` is the method's own compressor for it."""
+    from damoc.compression.compressor import PARTS, count_units
+
+    rates = budget.part_rates({p: count_units(scorer, getattr(sample, p), budget.unit) for p in PARTS})
+    key = (method, sample.instruction, rates["instruction"], budget.unit)
+    if key not in cache:
+        cache[key] = compress_instruction(sample.instruction, rates["instruction"])
+    return rates, cache[key]

@@ -39,14 +39,11 @@ class LLMLinguaMethod:
 
     def compress_sample(self, scorer, sample, budget, *, settings, segment_words, answer_scoring,
                         instruction_cache, counters) -> Sample:
-        from damoc.compression.compressor import PARTS, count_units
+        from damoc.compression.coarse import rates_and_instruction
 
-        rates = budget.part_rates({p: count_units(scorer, getattr(sample, p), budget.unit) for p in PARTS})
-        key = ("llmlingua", sample.instruction, rates["instruction"], budget.unit)
-        if key not in instruction_cache:
-            instruction_cache[key] = compress_part(scorer, sample.instruction, rates["instruction"], "",
-                                                   budget.unit, segment_words, settings, counters)
-        instruction = instruction_cache[key]
+        rates, instruction = rates_and_instruction(
+            "llmlingua", scorer, sample, budget, instruction_cache,
+            lambda text, rate: compress_part(scorer, text, rate, "", budget.unit, segment_words, settings, counters))
         input_ = compress_part(scorer, sample.input, rates["input"], instruction, budget.unit, segment_words,
                                settings, counters)
         prefix = "\n".join(p for p in (instruction, input_) if p)

@@ -48,18 +48,17 @@ class LongLLMLinguaMethod:
 
     def compress_sample(self, scorer, sample, budget, *, settings, segment_words, answer_scoring,
                         instruction_cache, counters) -> Sample:
-        from damoc.compression.compressor import PARTS, compress_text, count_units
+        from damoc.compression.coarse import rates_and_instruction
+        from damoc.compression.compressor import compress_text
 
-        rates = budget.part_rates({p: count_units(scorer, getattr(sample, p), budget.unit) for p in PARTS})
-        key = ("longllmlingua", sample.instruction, rates["instruction"], budget.unit)
-        if key not in instruction_cache:
-            instruction_cache[key] = compress_text(scorer, sample.instruction, rates["instruction"],
-                                                   segment_words, unit=budget.unit)
+        rates, instruction = rates_and_instruction(
+            "longllmlingua", scorer, sample, budget, instruction_cache,
+            lambda text, rate: compress_text(scorer, text, rate, segment_words, unit=budget.unit))
         prompt = "\n".join(p for p in (sample.instruction, sample.input) if p)
         input_ = compress_part(scorer, sample.input, rates["input"], sample.instruction, budget.unit, settings,
                                counters)
         output = compress_part(scorer, sample.output, rates["output"], prompt, budget.unit, settings, counters)
-        return dataclasses.replace(sample, instruction=instruction_cache[key], input=input_, output=output)
+        return dataclasses.replace(sample, instruction=instruction, input=input_, output=output)
 
     def allows_rewrite(self, settings) -> bool:
         return settings.allow_rewrite

@@ -20,7 +20,6 @@ hidden states of the calibration tokens.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -36,7 +35,7 @@ from torch import nn
 from damoc.pruning.architectures import ArchitectureSpec, spec_for
 from damoc.pruning.calibration import CalibrationItem, encode_calibration
 from damoc.pruning.importance import calibration_batches, layer_similarities
-from damoc.pruning.prune import (STATS_FILE, _candidates_and_cap, _resolve, _save_atomically, count_parameters,
+from damoc.pruning.prune import (_candidates_and_cap, _resolve, count_parameters, save_pruned_checkpoint,
                                  drop_layers)
 
 _MISSING = object()
@@ -276,11 +275,5 @@ def laco_prune_checkpoint(chat_path: str, calibration: Sequence[CalibrationItem]
         "protect_first_last": settings.protect_first_last, "calibration_samples": len(items),
     }
 
-    def write_checkpoint(directory: Path) -> None:
-        model.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
-        stats["seconds"] = time.perf_counter() - start
-        (directory / STATS_FILE).write_text(json.dumps(stats, indent=2))
-
-    _save_atomically(Path(out_dir), write_checkpoint)
+    save_pruned_checkpoint(out_dir, model, tokenizer, stats, start)
     return stats

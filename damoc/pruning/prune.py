@@ -179,6 +179,19 @@ def _save_atomically(out_dir: Path, write: Callable[[Path], None]) -> None:
         write(staged)
 
 
+def save_pruned_checkpoint(out_dir: str | Path, model: Any, tokenizer: Any, stats: dict[str, Any],
+                           started: float) -> None:
+    """Model, tokenizer and the stats (with the total seconds) as one checkpoint, replacing out_dir atomically."""
+
+    def write_checkpoint(directory: Path) -> None:
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        stats["seconds"] = time.perf_counter() - started
+        (directory / STATS_FILE).write_text(json.dumps(stats, indent=2))
+
+    _save_atomically(Path(out_dir), write_checkpoint)
+
+
 def _check_pair(chat_config: Any, base_config: Any, chat_path: str, base_path: str) -> None:
     if chat_config.model_type != base_config.model_type:
         raise PruningError(f"base {base_path} is '{base_config.model_type}' but chat {chat_path} is "
@@ -338,11 +351,5 @@ def prune_checkpoint(chat_path: str, base_path: str | None, calibration_texts: S
         "merge": merge_stats, "base_read": base_read, "model_type": spec.model_type, "method": "damoc",
     }
 
-    def write_checkpoint(directory: Path) -> None:
-        model.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
-        stats["seconds"] = time.perf_counter() - start
-        (directory / STATS_FILE).write_text(json.dumps(stats, indent=2))
-
-    _save_atomically(Path(out_dir), write_checkpoint)
+    save_pruned_checkpoint(out_dir, model, tokenizer, stats, start)
     return stats
