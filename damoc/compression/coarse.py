@@ -8,6 +8,9 @@ over costs and scores: no model involved.
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
+
+from damoc.registry import SettingsModel
 
 _END = (".", "!", "?")
 
@@ -69,3 +72,13 @@ def rates_and_instruction(method: str, scorer, sample, budget, cache: dict, comp
     if key not in cache:
         cache[key] = compress_instruction(sample.instruction, rates["instruction"])
     return rates, cache[key]
+
+
+class BaselineSettings(SettingsModel):
+    """Settings both LLMLingua-family baselines share."""
+
+    coarse_factor: float = Field(1.5, ge=1.0, description="the coarse (sentence-level) stage keeps sentences up to "
+                                 "this multiple of the part's token budget (the paper's k); the token level cuts "
+                                 "the rest")
+    allow_rewrite: bool = Field(False, description="let compression.rewrite rewrite gate failures (the published "
+                                "method has no rewriting)")

@@ -18,24 +18,18 @@ import dataclasses
 import numpy as np
 from pydantic import Field
 
-from damoc.compression.coarse import keep_by_rank, sentence_spans
+from damoc.compression.coarse import BaselineSettings, keep_by_rank, sentence_spans
 from damoc.compression.methods import METHODS
 from damoc.data.schema import Sample
-from damoc.registry import SettingsModel
 
 
 class LLMLinguaMethod:
     description = ("LLMLingua baseline: budget controller, sentence-level pruning by perplexity, iterative token-level "
                    "compression; no question awareness, no rewriting")
 
-    class Settings(SettingsModel):
+    class Settings(BaselineSettings):
         coarse: bool = Field(True, description="sentence-level pruning by perplexity before the token level "
                              "(LLMLingua's demonstration-level stage)")
-        coarse_factor: float = Field(1.5, ge=1.0, description="the coarse stage keeps sentences up to this "
-                                     "multiple of the part's token budget (the paper's k); the token level cuts "
-                                     "the rest")
-        allow_rewrite: bool = Field(False, description="let compression.rewrite rewrite gate failures (the "
-                                    "published method has no rewriting)")
 
     def compress_sample(self, scorer, sample, budget, *, settings, segment_words, answer_scoring,
                         instruction_cache, counters) -> Sample:

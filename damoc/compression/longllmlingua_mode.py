@@ -23,28 +23,22 @@ import dataclasses
 import numpy as np
 from pydantic import Field
 
-from damoc.compression.coarse import dynamic_rates, keep_by_rank, sentence_spans
+from damoc.compression.coarse import BaselineSettings, dynamic_rates, keep_by_rank, sentence_spans
 from damoc.compression.methods import METHODS
 from damoc.data.schema import Sample
-from damoc.registry import SettingsModel
 
 
 class LongLLMLinguaMethod:
     description = ("LongLLMLingua baseline: sentences ranked by p(question given sentence), dynamic per-sentence "
                    "ratios, contrastive question-aware token scores; no rewriting")
 
-    class Settings(SettingsModel):
-        coarse_factor: float = Field(1.5, ge=1.0, description="the question-aware coarse stage keeps sentences "
-                                     "up to this multiple of the part's token budget; the token level cuts the "
-                                     "rest")
+    class Settings(BaselineSettings):  # its coarse stage ranks sentences by their relation to the question
         dynamic_ratio: float = Field(0.3, ge=0.0, le=1.0, description="delta of the dynamic compression ratio: "
                                      "the best-ranked kept sentence keeps up to 2 x delta more of its tokens "
                                      "than the worst (0: one uniform rate)")
         restrictive_statement: str = Field("", description="text appended to the question when ranking "
                                            "sentences (the paper: 'We can get the answer to this question in the "
                                            "given documents.'); empty: none")
-        allow_rewrite: bool = Field(False, description="let compression.rewrite rewrite gate failures (the "
-                                    "published method has no rewriting)")
 
     def compress_sample(self, scorer, sample, budget, *, settings, segment_words, answer_scoring,
                         instruction_cache, counters) -> Sample:
