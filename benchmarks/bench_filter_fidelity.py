@@ -22,6 +22,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+TASK_NOTES = {"instructions_mc": "4-way multiple choice scored by option log-likelihood, 400 training rows",
+              "medical_qa": "long-answer Q&A scored by (BERTScore + ROUGE-L)/2, 400 training rows",
+              "summarisation": "summaries scored by ROUGE-L, 400 training rows",
+              "reading": "extractive reading comprehension scored by SQuAD F1, 1000 training rows"}
+
+
 def _cell(row: dict | None) -> str:
     if row is None:
         return "—"
@@ -40,8 +46,8 @@ def _markdown(evaluation: dict, task_name: str, families: dict, ratios: tuple, s
         "# Filtering methods vs grid search (the paper's Table 2, on the tiny bench zoo)",
         "",
         f"Measured {date.today().isoformat()} with `make bench-filter-fidelity` on 2 CPU cores "
-        f"({total_s / 60:.0f} min including cached parts). Task `{task_name}` (4-way multiple choice scored by "
-        "option log-likelihood), 7 bench-zoo candidates of 7 architectures, 400 training rows; the filtering "
+        f"({total_s / 60:.0f} min including cached parts). Task `{task_name}` ({TASK_NOTES.get(task_name, '')}), "
+        "7 bench-zoo candidates of 7 architectures; the filtering "
         "method alone keeps 5/10/20% of them (no token compression, no pruning), each candidate is fine-tuned "
         "on the kept rows with the grid-search settings and ranked on 200 eval rows. Ground truth: grid "
         "search on all rows, 3 seeds, 400 eval rows "
@@ -93,13 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", help="comma-separated methods (default: all twelve)")
     parser.add_argument("--ratios", help="comma-separated ratios (default: 0.05,0.1,0.2)")
+    parser.add_argument("--task", help="bench task (default: instructions_mc, the cheapest); another task writes "
+                        "filter_fidelity_<task>.md/json")
     parser.add_argument("--workers", type=int, default=2, help="parallel single-thread jobs (default 2)")
     parser.add_argument("--out", default="docs/benchmarks", help="where filter_fidelity.md/json go")
     parser.add_argument("--root", default=None, help="cache and scratch (default $DAMOC_HOME/bench)")
     args = parser.parse_args(argv)
 
     variant = VARIANTS["filters"]
-    bench_task = task(variant.tasks[0])
+    bench_task = task(args.task or variant.tasks[0])
     methods = args.methods.split(",") if args.methods else [m for ms in FILTER_FAMILIES.values() for m in ms]
     unknown = sorted(set(methods) - {m for ms in FILTER_FAMILIES.values() for m in ms})
     if unknown:
@@ -131,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     text = _markdown(evaluation, bench_task.name, families, ratios, seconds, total)
-    (out / "filter_fidelity.md").write_text(text, encoding="utf-8")
-    (out / "filter_fidelity.json").write_text(json.dumps(
+    stem = "filter_fidelity" if bench_task.name == variant.tasks[0] else f"filter_fidelity_{bench_task.name}"
+    (out / f"{stem}.md").write_text(text, encoding="utf-8")
+    (out / f"{stem}.json").write_text(json.dumps(
         {"date": date.today().isoformat(), "task": bench_task.name, "ratios": ratios, "families": families,
          "filter_seconds": seconds, "evaluation": evaluation}, indent=1, default=str), encoding="utf-8")
     print(text)
