@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -122,7 +123,10 @@ def add_cluster_commands(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument("--run-name", help="display name (default damoc-<config>-<timestamp>)")
     _pipeline_ref(sub)
     sub.add_argument("--package", help="send this compiled YAML inline instead of a registered version")
-    sub.add_argument("--service-account", help="Kubernetes ServiceAccount for the run's pods")
+    sub.add_argument("--service-account", default=os.environ.get("DAMOC_SERVICE_ACCOUNT") or None,
+                     help="Kubernetes ServiceAccount for the run's pods: the Helm chart's runner account "
+                     "(serviceAccount.name) has exactly the RBAC the pipeline needs (default: "
+                     "$DAMOC_SERVICE_ACCOUNT, else the namespace's KFP default)")
     sub.set_defaults(func=_guarded(cmd_submit))
 
     sch = subparsers.add_parser(
@@ -136,7 +140,10 @@ def add_cluster_commands(subparsers: argparse._SubParsersAction) -> None:
     sch.add_argument("--experiment", default="damoc", help="KFP experiment (default %(default)s)")
     _pipeline_ref(sch)
     sch.add_argument("--max-concurrency", type=int, default=1, help="runs allowed at once (default 1)")
-    sch.add_argument("--service-account", help="Kubernetes ServiceAccount for the runs' pods")
+    sch.add_argument("--service-account", default=os.environ.get("DAMOC_SERVICE_ACCOUNT") or None,
+                     help="Kubernetes ServiceAccount for the runs' pods: the Helm chart's runner account "
+                     "(serviceAccount.name) has exactly the RBAC the pipeline needs (default: "
+                     "$DAMOC_SERVICE_ACCOUNT, else the namespace's KFP default)")
     sch.add_argument("--disabled", action="store_true", help="create it paused")
     sch.set_defaults(func=_guarded(cmd_schedule))
 

@@ -288,6 +288,14 @@ def test_submit_inline_package_needs_no_upload(fake_kfp, opaque_config, capsys):
     assert not _calls(fake_kfp, "POST", "/pipelines/upload_version")
 
 
+def test_submit_runs_as_the_runner_service_account_from_the_environment(fake_kfp, opaque_config, monkeypatch,
+                                                                         capsys):
+    monkeypatch.setenv("DAMOC_SERVICE_ACCOUNT", "damoc-runner")  # the Helm chart's least-privilege account
+    assert _cli(["submit", str(opaque_config), "--package", str(PACKAGE), "--run-name", "sa"]) == 0
+    (run_req,) = _calls(fake_kfp, "POST", "/runs")
+    assert json.loads(run_req["body"])["service_account"] == "damoc-runner"
+
+
 # ----------------------------------------------------------------------------- schedule
 
 def test_schedule_creates_then_leaves_alone_then_replaces(fake_kfp, opaque_config, capsys):
