@@ -39,6 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="damoc,llmlingua,longllmlingua")
     parser.add_argument("--llmlingua-venv", type=Path, default=None, help="default .cache/llmlingua-venv")
     parser.add_argument("--no-frontier", action="store_true", help="only the side-by-side table")
+    parser.add_argument("--no-side", action="store_true", help="only the frontier (no side-by-side table)")
+    parser.add_argument("--units", default="tokens", help="budget units of the frontier rows: tokens, words or "
+                        "both, comma-separated (the product default is words)")
+    parser.add_argument("--rewrite", action="store_true", help="frontier rows also with gate failures rewritten "
+                        "by the in-process rewriter (the scorer's chat model, 2 rounds): the pass rate and kept "
+                        "tokens with rewriting counted")
+    parser.add_argument("--frontier-doc", type=Path, help="write only the frontier table (markdown) here")
     args = parser.parse_args(argv)
 
     import torch
@@ -58,23 +65,37 @@ def main(argv: list[str] | None = None) -> int:
                                                                                       "output")})
                for i, line in enumerate(lines)]
     rows = []
-    for rate in ([] if args.no_frontier else [float(r) for r in args.rates.split(",")]):
-        _, stats = compress_dataset(samples, scorer_model=scorer, rate=rate, bertscore_threshold=args.threshold,
-                                    answer_scoring=args.answer_scoring, instruction_rate=args.instruction_rate,
-                                    tokenizer_paths=tokenizers)
-        row = {"rate": rate, "token_ratio_before_gate": None, "token_ratio": stats["token_ratio"],
+    grid = [(unit, float(r)) for unit in args.units.split(",") for r in args.rates.split(",")]
+    for unit, rate in ([] if args.no_frontier else grid):
+        common = dict(scorer_model=scorer, rate=rate, answer_scoring=args.answer_scoring, budget_unit=unit,
+                      instruction_rate=args.instruction_rate)
+        _, stats = compress_dataset(samples, bertscore_threshold=args.threshold, tokenizer_paths=tokenizers,
+                                    **common)
+        row = {"rate": rate, "unit": unit, "token_ratio_before_gate": None, "token_ratio": stats["token_ratio"],
                "gate_pass_rate": stats["gate_pass_rate_before_rewrite"], "mean_bertscore": stats["mean_bertscore"],
                "tokens_per_second": stats["tokens_per_second"],
                "parts": {k: round(v["token_ratio"], 3) for k, v in stats["parts"].items()},
                "per_tokenizer": {k: round(v["token_ratio"], 3) for k, v in stats["tokenizers"].items()}}
         # kept tokens if every sample used its compression (no fallback): the compressor's own ratio
-        _, raw = compress_dataset(samples, scorer_model=scorer, rate=rate, bertscore_threshold=0.0,
-                                  answer_scoring=args.answer_scoring, instruction_rate=args.instruction_rate)
+        _, raw = compress_dataset(samples, bertscore_threshold=0.0, **common)
         row["token_ratio_before_gate"] = raw["token_ratio"]
+        if args.rewrite:
+            _, rewritten = compress_dataset(samples, bertscore_threshold=args.threshold, rewriter="local",
+                                            rewriter_options={"model": scorer}, rewrite_rounds=2, **common)
+            row.update(rewrite_pass_rate=rewritten["gate_pass_rate"], rewrite_token_ratio=rewritten["token_ratio"],
+                       rewritten=rewritten["rewritten"])
         rows.append(row)
         print(json.dumps(row), flush=True)
     frontier = frontier_table(rows)
     print(frontier)
+    if args.frontier_doc:
+        args.frontier_doc.parent.mkdir(parents=True, exist_ok=True)
+        args.frontier_doc.write_text(
+            f"# Compression frontier\n\n`python benchmarks/bench_compress.py --no-side --units {args.units} --rates "
+            f"{args.rates}{' --rewrite' if args.rewrite else ''}` on {len(samples)} qa_long demo samples, scorer "
+            f"`{args.scorer}` (chat), gate threshold {args.threshold}.\n\n{frontier}\n", encoding="utf-8")
+    if args.no_side:
+        return 0
     side, note = side_by_side(args, samples, scorer)
     side_md = side_table(side, args.side_rate, args.threshold, note)
     print(side_md)
@@ -92,11 +113,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def frontier_table(rows: list[dict]) -> str:
-    lines = ["| rate | kept tokens (compressed) | kept tokens after gate fallback | gate pass | mean BERTScore | "
-             "tokens/s |", "|---|---|---|---|---|---|"]
+    rewrite = any("rewrite_pass_rate" in r for r in rows)
+    lines = ["| rate | budget unit | kept tokens (compressed) | kept tokens after gate fallback | gate pass | "
+             "mean BERTScore | tokens/s |" + (" gate pass with rewriting | kept tokens with rewriting |" if rewrite
+                                             else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if rewrite else "")]
     for r in rows:
-        lines.append(f"| {r['rate']} | {r['token_ratio_before_gate']:.3f} | {r['token_ratio']:.3f} | "
-                     f"{r['gate_pass_rate']:.2f} | {r['mean_bertscore']:.3f} | {r['tokens_per_second']:.0f} |")
+        line = (f"| {r['rate']} | {r.get('unit', 'tokens')} | {r['token_ratio_before_gate']:.3f} | "
+                f"{r['token_ratio']:.3f} | {r['gate_pass_rate']:.2f} | {r['mean_bertscore']:.3f} | "
+                f"{r['tokens_per_second']:.0f} |")
+        if rewrite:
+            line += (f" {r['rewrite_pass_rate']:.2f} ({r['rewritten']} rewritten) | {r['rewrite_token_ratio']:.3f} |"
+                     if "rewrite_pass_rate" in r else " — | — |")
+        lines.append(line)
     return "\n".join(lines)
 
 
