@@ -20,7 +20,9 @@ All failures raise StorageError; messages name the bucket/key but never the cred
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import shutil
 import time
@@ -405,6 +407,19 @@ def _list_keys(client: Minio, bucket: str, prefix: str, uri: str) -> list[str]:
         # Keys ending in '/' are "folder" markers written by some tools, not files.
         return [obj.object_name for obj in client.list_objects(bucket, prefix=prefix, recursive=True)
                 if obj.object_name and not obj.object_name.endswith("/")]
+
+
+def listing_fingerprint(uri_prefix: str) -> str:
+    """A hash of every object's key, ETag and size under the prefix (one LIST request): it changes when any
+    object is added, removed or rewritten, so a cached copy can tell it is stale without downloading."""
+    bucket, key = split_s3(uri_prefix)
+    prefix = _dir_prefix(key)
+    client = client_from_env()
+    with _wrapped("list", uri_prefix):
+        entries = sorted((obj.object_name[len(prefix):], obj.etag or "", obj.size or 0)
+                         for obj in client.list_objects(bucket, prefix=prefix, recursive=True)
+                         if obj.object_name and not obj.object_name.endswith("/"))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 
 def download_dir(uri_prefix: str, dest_dir: Path) -> Path:

@@ -356,3 +356,23 @@ def test_model_cache_key_includes_the_endpoint(s3_bucket, s3_server, tmp_path, m
     second = Path(resolve_model_source(f"s3://{s3_bucket}/m"))
     assert first != second and (first / "config.json").is_file() and (second / "config.json").is_file()
     assert "127.0.0.1" in str(first) and "localhost" in str(second)
+
+
+def test_model_cache_refreshes_when_the_s3_checkpoint_changes(s3_bucket, monkeypatch):
+    from damoc.workflow.model_sources import resolve_model_source
+
+    uri = f"s3://{s3_bucket}/ckpt"
+    storage.write_text(f"{uri}/config.json", '{"v": 1}')
+    storage.write_text(f"{uri}/weights.bin", "old weights")
+    downloads = []
+    real_download = storage.download_dir
+    monkeypatch.setattr(storage, "download_dir", lambda *a: downloads.append(a[0]) or real_download(*a))
+    first = Path(resolve_model_source(uri))
+    assert (first / "weights.bin").read_text() == "old weights"
+    assert Path(resolve_model_source(uri)) == first and len(downloads) == 1  # unchanged: the copy is reused
+    storage.write_text(f"{uri}/weights.bin", "new weights")  # rewritten in place, same key
+    second = Path(resolve_model_source(uri))
+    assert second == first and (second / "weights.bin").read_text() == "new weights" and len(downloads) == 2
+    storage.write_text(f"{uri}/extra.json", "{}")  # an object added
+    assert (Path(resolve_model_source(uri)) / "extra.json").is_file() and len(downloads) == 3
+    assert not [p for p in first.parent.iterdir() if p.name.startswith((".download-", "."))]

@@ -9,6 +9,16 @@ from damoc.paths import damoc_home
 from damoc.workflow.outcome import read_model_ref
 
 
+SOURCE_FILE = ".damoc-source"  # the remote listing fingerprint a cached copy was downloaded from
+
+
+def _copied_from(cached: Path) -> str | None:
+    try:
+        return (cached / SOURCE_FILE).read_text().strip()
+    except OSError:
+        return None
+
+
 def model_cache_dir() -> Path:
     return damoc_home() / "models"
 
@@ -19,17 +29,26 @@ def resolve_model_source(uri: str) -> str:
         bucket, key = storage.split_s3(uri)
         # keyed by endpoint too: the same bucket/key on two object stores are two checkpoints
         dest = model_cache_dir() / storage.endpoint_slug() / bucket / key.strip("/")
-        if not (dest / "config.json").is_file():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".download-"))
-            try:
-                storage.download_dir(uri, tmp)
+        # The copy is reused only while the remote listing (keys, ETags, sizes) is the one it was made from:
+        # a checkpoint rewritten in place is downloaded again.
+        source = storage.listing_fingerprint(uri)
+        if (dest / "config.json").is_file() and _copied_from(dest) == source:
+            return str(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".download-"))
+        try:
+            storage.download_dir(uri, tmp)
+            (tmp / SOURCE_FILE).write_text(source)
+            if dest.exists():
+                if _copied_from(dest) != source:  # stale (a concurrent download of this version may have won)
+                    atomic.replace_path(tmp, dest)
+            else:
                 tmp.rename(dest)
-            except OSError:
-                if not (dest / "config.json").is_file():  # not a concurrent download that finished first
-                    raise
-            finally:
-                atomic.remove_tree(tmp)
+        except OSError:
+            if _copied_from(dest) != source:  # not a concurrent download of this version that finished first
+                raise
+        finally:
+            atomic.remove_tree(tmp)
         return str(dest)
     local = uri.removeprefix("file://")
     if Path(local).exists():
