@@ -93,6 +93,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  resumed: {len(reused)} of {total} stages reused from the stage cache ({', '.join(reused)}); "
               "--no-resume reruns them")
     print(f"\nselection: {out / 'selection.json'}\nreport:    {out / 'report.md'}")
+    if selection.get("selected") is None:  # a run with no winner is not a success (the report says why)
+        _error(f"no candidate could be ranked: every one failed (reasons in {out / 'report.md'})")
+        return 1
     return 0
 
 

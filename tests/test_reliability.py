@@ -376,3 +376,20 @@ def test_model_cache_refreshes_when_the_s3_checkpoint_changes(s3_bucket, monkeyp
     storage.write_text(f"{uri}/extra.json", "{}")  # an object added
     assert (Path(resolve_model_source(uri)) / "extra.json").is_file() and len(downloads) == 3
     assert not [p for p in first.parent.iterdir() if p.name.startswith((".download-", "."))]
+
+
+def test_a_run_where_every_candidate_failed_exits_1_not_0(tmp_path, capsys, monkeypatch):
+    import damoc_pipelines.local_runner as runner
+
+    _jsonl(tmp_path / "train.jsonl", _rows(2))
+    _jsonl(tmp_path / "eval.jsonl", _rows(2))
+    cfg = _config(tmp_path)
+    nobody = {"mode": "damoc", "metric": "rougel", "selected": None, "cost": {"train_seconds": {}, "total_seconds": 1.0},
+              "ranking": [{"rank": None, "candidate": "a", "score": None, "status": "failed", "error": "boom"}],
+              "stats": {}}
+    monkeypatch.setattr(runner, "run_local", lambda cfg, out: nobody)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "every one failed" in err and "Traceback" not in err
+    monkeypatch.setattr(runner, "run_local", lambda cfg, out: {**nobody, "selected": "a"})
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 0
