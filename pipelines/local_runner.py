@@ -2,7 +2,8 @@
 
 Layout of OUT (every run in its own directory; the results switch to a new run in one atomic rename):
 
-    OUT/runs/RUN_ID/{selection.json, report.md, pipeline_root/}   one per run
+    OUT/runs/RUN_ID/{selection.json, report.md, pipeline_root/, run.log}   one per run (run.log: the full
+                                                                            console stream, damoc_pipelines.run_log)
     OUT/current -> runs/RUN_ID                                      the last run that succeeded
     OUT/selection.json -> current/selection.json                    (and report.md, pipeline_root)
 
@@ -33,7 +34,7 @@ from typing import Any, Iterator
 from damoc.config import RunConfig
 from damoc.config_params import to_pipeline_arguments
 
-RESULT_NAMES = ("selection.json", "report.md", "report.html", "pipeline_root")
+RESULT_NAMES = ("selection.json", "report.md", "report.html", "pipeline_root", "run.log")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _KILL_GRACE_S = 5.0
 
@@ -206,7 +207,9 @@ def run_local(cfg: RunConfig, out_dir: str | Path) -> dict[str, Any]:
     # kfp.local refuses a workspace path containing "kfp-workspace" and deletes it after the run.
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "pipeline_root"),
                workspace_root=str(out / "workspace"), raise_on_error=True)
-    with guard_task_processes():
+    from damoc_pipelines.run_log import quiet_kfp_output
+
+    with guard_task_processes(), quiet_kfp_output(run_dir / "run.log"):
         damoc_pipeline(**to_pipeline_arguments(cfg), output_uri=str(run_dir))
     _clean_results(run_dir)
     _promote(out, run_dir)

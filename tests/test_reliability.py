@@ -393,3 +393,34 @@ def test_a_run_where_every_candidate_failed_exits_1_not_0(tmp_path, capsys, monk
     assert err.count("error:") == 1 and "every one failed" in err and "Traceback" not in err
     monkeypatch.setattr(runner, "run_local", lambda cfg, out: {**nobody, "selected": "a"})
     assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 0
+
+
+def test_console_keeps_the_steps_output_but_not_kfp_bookkeeping(tmp_path, capsys, monkeypatch):
+    import json as _json
+    import warnings
+
+    from damoc_pipelines.run_log import quiet_kfp_output
+
+    executor_input = _json.dumps({"inputs": {"parameterValues": {"data": {"train": "t.jsonl"}}}}, indent=4)
+    streamed = ("    [KFP Executor 2026 INFO]: Looking for component `prepare_data` in --component_module_path x\n"
+                "    [KFP Executor 2026 INFO]: Got executor_input:\n"
+                + "\n".join("    " + line for line in executor_input.splitlines()) + "\n"
+                "    compress: 100%|##########| 12/12\n"
+                "    [KFP Executor 2026 INFO]: Wrote executor output file to /x/out.json.\n")
+    monkeypatch.delenv("DAMOC_VERBOSE", raising=False)
+    with quiet_kfp_output(tmp_path / "run.log"):
+        print(streamed, end="")
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("default")
+            warnings.filterwarnings("ignore", message=r"Task '.*': settings .* have no effect in the current "
+                                    r"local runner", category=UserWarning)  # as quiet_kfp_output installs it
+            warnings.warn("Task 'rank': settings ['cpu_limit'] have no effect in the current local runner and "
+                          "will be ignored.", UserWarning)
+    out = capsys.readouterr().out
+    assert out == "    compress: 100%|##########| 12/12\n"  # the step's own progress only
+    assert (tmp_path / "run.log").read_text() == streamed  # nothing lost: the whole stream is in run.log
+    assert not seen
+    monkeypatch.setenv("DAMOC_VERBOSE", "1")
+    with quiet_kfp_output(tmp_path / "run2.log"):
+        print(streamed, end="")
+    assert capsys.readouterr().out == streamed and (tmp_path / "run2.log").read_text() == streamed
