@@ -95,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.rates}{' --rewrite' if args.rewrite else ''}` on {len(samples)} qa_long demo samples, scorer "
             f"`{args.scorer}` (chat), gate threshold {args.threshold}.\n\n{frontier}\n", encoding="utf-8")
     if args.no_side:
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
+                                           indent=2))
         return 0
     side, note = side_by_side(args, samples, scorer)
     side_md = side_table(side, args.side_rate, args.threshold, note)
