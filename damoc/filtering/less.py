@@ -19,7 +19,9 @@ What this module does (honest list of the simplifications):
 - score = cosine similarity to the mean of the target set's normalised projected gradients (= mean cosine
   to the target examples). The target set is the run's eval/validation samples when the caller passes them
   (FilterContext.target_samples); otherwise a seeded held-out slice of `target_fraction` of the training
-  rows, which is then ranked after every other row (they trivially resemble themselves).
+  rows, which is then ranked after every other row (they trivially resemble themselves). The pipeline's filter
+  step passes no target samples, deliberately: rows of the evaluation set must not steer which training rows are
+  kept, or the ranking would be scored on the data that chose the proxies' training set.
 Deterministic per seed (projection and held-out slice are seeded; the model runs in eval mode).
 """
 from __future__ import annotations
