@@ -124,3 +124,14 @@ def _moto_server() -> Iterator[int]:
 def start_moto():
     """`with start_moto() as port:` — a fresh moto S3 server (each test module gets its own, empty one)."""
     return _moto_server
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matmuls: with 2+ threads on a shared, loaded CPU, thread sync costs ~100x the compute."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

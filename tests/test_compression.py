@@ -36,13 +36,7 @@ def _samples() -> list[Sample]:
     ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Tiny matmuls: with 2+ threads on a shared, loaded CPU, thread sync costs ~100x the compute.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

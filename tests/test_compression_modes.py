@@ -19,12 +19,7 @@ RELATED = "Lotimer syndrome usually presents with swollen ankles and chest pain.
 ANSWER = f"The river flows past the old market. {RELATED} Trains run on steel rails every day."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ over costs and scores: no model involved.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from pydantic import Field
 
@@ -82,3 +84,26 @@ class BaselineSettings(SettingsModel):
                                  "the rest")
     allow_rewrite: bool = Field(False, description="let compression.rewrite rewrite gate failures (the published "
                                 "method has no rewriting)")
+
+
+@dataclass
+class SentenceCosts:
+    """A text split for coarse (sentence-level) compression: its words, the gaps between them, each word's
+    token ids and budget cost, the cost to keep (`rate` of the whole) and the sentences as word spans."""
+
+    words: list[str]
+    gaps: list[str]
+    ids: list
+    costs: np.ndarray
+    target: float
+    spans: list[tuple[int, int]]
+
+
+def sentence_costs(scorer, text: str, rate: float, unit: str, counters: dict[str, int]) -> SentenceCosts:
+    from damoc.compression.compressor import _costs, split_words
+
+    words, gaps = split_words(text)
+    ids, costs = _costs(scorer, words, gaps, "", unit)
+    spans = sentence_spans(words, gaps)
+    counters["segments"] = counters.get("segments", 0) + len(spans)
+    return SentenceCosts(words, gaps, ids, costs, rate * float(costs.sum()), spans)

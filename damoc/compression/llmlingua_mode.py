@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 from pydantic import Field
 
-from damoc.compression.coarse import BaselineSettings, keep_by_rank, sentence_spans
+from damoc.compression.coarse import BaselineSettings, keep_by_rank, sentence_costs
 from damoc.compression.methods import METHODS
 from damoc.data.schema import Sample
 
@@ -52,15 +52,13 @@ class LLMLinguaMethod:
 def compress_part(scorer, text: str, rate: float, context: str, unit: str, segment_words: int,
                   settings: LLMLinguaMethod.Settings, counters: dict[str, int]) -> str:
     """Coarse sentence pruning by perplexity, then iterative token-level compression, to `rate` of the text."""
-    from damoc.compression.compressor import _costs, compress_text, join_kept, split_words
+    from damoc.compression.compressor import compress_text, join_kept
 
     if rate >= 1.0 or not text.strip():
         return text
-    words, gaps = split_words(text)
-    ids, costs = _costs(scorer, words, gaps, "", unit)
-    target = rate * float(costs.sum())
-    spans = sentence_spans(words, gaps)
-    counters["segments"] = counters.get("segments", 0) + len(spans)
+    split = sentence_costs(scorer, text, rate, unit, counters)
+    words, gaps, ids, costs, target, spans = (split.words, split.gaps, split.ids, split.costs, split.target,
+                                              split.spans)
     kept_cost = float(costs.sum())
     if settings.coarse and len(spans) > 1:
         seg_costs = np.array([costs[s:e].sum() for s, e in spans], dtype=np.int64)

@@ -23,7 +23,7 @@ import dataclasses
 import numpy as np
 from pydantic import Field
 
-from damoc.compression.coarse import BaselineSettings, dynamic_rates, keep_by_rank, sentence_spans
+from damoc.compression.coarse import BaselineSettings, dynamic_rates, keep_by_rank, sentence_costs
 from damoc.compression.methods import METHODS
 from damoc.data.schema import Sample
 
@@ -71,15 +71,12 @@ def compress_part(scorer, text: str, rate: float, question: str, unit: str,
                   settings: LongLLMLinguaMethod.Settings, counters: dict[str, int]) -> str:
     """Question-aware coarse ranking, dynamic per-sentence rates, contrastive token selection."""
     from damoc.compression.budget import select_by_density
-    from damoc.compression.compressor import _costs, answer_scores, join_kept, split_words
+    from damoc.compression.compressor import answer_scores, join_kept
 
     if rate >= 1.0 or not text.strip():
         return text
-    words, gaps = split_words(text)
-    _, costs = _costs(scorer, words, gaps, "", unit)
-    target = rate * float(costs.sum())
-    spans = sentence_spans(words, gaps)
-    counters["segments"] = counters.get("segments", 0) + len(spans)
+    split = sentence_costs(scorer, text, rate, unit, counters)
+    words, gaps, costs, target, spans = split.words, split.gaps, split.costs, split.target, split.spans
     seg_costs = np.array([costs[s:e].sum() for s, e in spans], dtype=np.int64)
     query = " ".join(p for p in (question, settings.restrictive_statement) if p)
     if query and len(spans) > 1:
