@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from damoc.compression.coarse import dynamic_rates, keep_by_rank, sentence_spans
 from damoc.compression.compressor import Budget, count_units, split_words
