@@ -7,8 +7,10 @@ goes to OUT/runs/RUN_ID/run.log. DAMOC_VERBOSE=1 shows everything on the console
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
+import logging
 import os
 import sys
 import warnings
@@ -78,9 +80,17 @@ def quiet_kfp_output(log_path: Path) -> Iterator[None]:
                                     r"non-Python base image", category=RuntimeWarning)
         console = sys.stdout
         filtered = _FilteredStdout(console, log, passthrough=verbose)
+        # kfp.local replaces the root logger's handlers and builtins.print while it runs and, when a task fails,
+        # can leave its handler (bound to the stdout of that moment) installed: restore both afterwards, so a
+        # later log record never goes to a closed stream.
+        root = logging.getLogger()
+        handlers, level, print_ = root.handlers[:], root.level, builtins.print
         sys.stdout = filtered  # type: ignore[assignment]
         try:
             yield
         finally:
             filtered.close_pending()
             sys.stdout = console
+            root.handlers[:] = handlers
+            root.setLevel(level)
+            builtins.print = print_

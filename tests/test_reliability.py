@@ -408,8 +408,12 @@ def test_console_keeps_the_steps_output_but_not_kfp_bookkeeping(tmp_path, capsys
                 "    compress: 100%|##########| 12/12\n"
                 "    [KFP Executor 2026 INFO]: Wrote executor output file to /x/out.json.\n")
     monkeypatch.delenv("DAMOC_VERBOSE", raising=False)
+    import logging
+
+    root_handlers = logging.getLogger().handlers[:]
     with quiet_kfp_output(tmp_path / "run.log"):
-        print(streamed, end="")
+        sys.stdout.write(streamed)  # (not print: kfp.local patches builtins.print while it runs)
+        logging.getLogger().addHandler(logging.StreamHandler(sys.stdout))  # as kfp.local's logger does
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("default")
             warnings.filterwarnings("ignore", message=r"Task '.*': settings .* have no effect in the current "
@@ -420,7 +424,8 @@ def test_console_keeps_the_steps_output_but_not_kfp_bookkeeping(tmp_path, capsys
     assert out == "    compress: 100%|##########| 12/12\n"  # the step's own progress only
     assert (tmp_path / "run.log").read_text() == streamed  # nothing lost: the whole stream is in run.log
     assert not seen
+    assert logging.getLogger().handlers == root_handlers  # nothing left bound to the run's (closed) streams
     monkeypatch.setenv("DAMOC_VERBOSE", "1")
     with quiet_kfp_output(tmp_path / "run2.log"):
-        print(streamed, end="")
+        sys.stdout.write(streamed)
     assert capsys.readouterr().out == streamed and (tmp_path / "run2.log").read_text() == streamed
