@@ -34,6 +34,23 @@ def _registered(registry_module: str, registry_name: str, value: str) -> str:
     return value
 
 
+def _method_options(registry_module: str, registry_name: str, kind: str, options: dict[str, dict[str, Any]],
+                    chosen: str | None) -> dict[str, dict[str, Any]]:
+    """Each named method's settings validated against its registry entry, the chosen method's defaults filled in."""
+    import importlib
+
+    from damoc.registry import validate_settings
+
+    registry = getattr(importlib.import_module(registry_module), registry_name)
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(options) | ({chosen} if chosen else set())):
+        if name not in registry:
+            raise ValueError(f"'{name}' is not a {kind}; available: {', '.join(registry.names())}")
+        out[name] = validate_settings(registry.get(name), options.get(name), name).model_dump(mode="json",
+                                                                                           by_alias=True)
+    return out
+
+
 class FieldMapping(_Section):
     """Which column of the data holds each part of a sample."""
 
@@ -126,17 +143,7 @@ class FilterConfig(_Section):
     @field_validator("options")
     @classmethod
     def _method_settings(cls, options: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
-        from damoc.filtering import FILTERS
-        from damoc.registry import validate_settings
-
-        out: dict[str, dict[str, Any]] = {}
-        method = info.data.get("method")
-        for name in sorted(set(options) | ({method} if method else set())):
-            if name not in FILTERS:
-                raise ValueError(f"'{name}' is not a filtering method; available: {', '.join(FILTERS.names())}")
-            settings = validate_settings(FILTERS.get(name), options.get(name), name)
-            out[name] = settings.model_dump(mode="json", by_alias=True)
-        return out
+        return _method_options("damoc.filtering", "FILTERS", "filtering method", options, info.data.get("method"))
 
     def method_settings(self) -> BaseModel:
         """The chosen method's settings as its own typed model."""
@@ -208,16 +215,8 @@ class CompressionConfig(_Section):
     @field_validator("method_options")
     @classmethod
     def _method_settings(cls, options: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
-        from damoc.compression.methods import METHODS
-        from damoc.registry import validate_settings
-
-        out: dict[str, dict[str, Any]] = {}
-        chosen = info.data.get("method")
-        for name in sorted(set(options) | ({chosen} if chosen else set())):
-            if name not in METHODS:
-                raise ValueError(f"'{name}' is not a compression method; available: {', '.join(METHODS.names())}")
-            out[name] = validate_settings(METHODS.get(name), options.get(name), name).model_dump(mode="json")
-        return out
+        return _method_options("damoc.compression.methods", "METHODS", "compression method", options,
+                               info.data.get("method"))
 
     @field_validator("rewrite")
     @classmethod
