@@ -547,12 +547,18 @@ def localize(uri: str, cache_dir: str | Path | None = None) -> Path:
     target = _safe_join(root, relative, uri)
     if kind == "file":
         return download_file(uri, target)
+    return download_dir_whole(uri, target)
+
+
+def download_dir_whole(uri_prefix: str, target: Path) -> Path:
+    """download_dir beside `target`, then swapped in by one rename: a stale earlier copy never mixes with the
+    new files, and a failed download leaves the earlier copy (or nothing) in place."""
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Download beside the target and swap, so a stale earlier copy never mixes with new files.
     staged = atomic.sibling(target, "tmp")
     try:
-        download_dir(uri, staged)
-        with _wrapped("localize", uri):
+        download_dir(uri_prefix, staged)
+        with _wrapped("localize", uri_prefix):
             atomic.replace_path(staged, target)
     finally:
         _remove(staged)

@@ -16,16 +16,9 @@ from typing import Any
 from damoc import atomic
 from damoc.benchmark.runner import candidate_job, run_jobs
 from damoc.benchmark.suite import EVAL_BATCH, GRID_SEEDS, GRID_TRAINING, BenchTask
+from damoc.workflow.stage_cache import sha256_file
 
 GT_REVISION = 1
-
-
-def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def zoo_candidates(zoo_dir: Path, names: list[str] | None = None) -> list[dict[str, Any]]:
@@ -40,7 +33,7 @@ def weights_fingerprint(candidates: list[dict[str, Any]]) -> dict[str, str]:
     out = {}
     for cand in candidates:
         files = sorted(Path(cand["path"]).glob("*.safetensors"))
-        out[cand["name"]] = hashlib.sha256("".join(_sha(f) for f in files).encode()).hexdigest()[:16]
+        out[cand["name"]] = hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()[:16]
     return out
 
 
@@ -63,7 +56,7 @@ def grid_config(task: BenchTask, data: dict[str, Path], candidates: list[dict[st
 
 
 def cache_key(task: BenchTask, data: dict[str, Path], fingerprints: dict[str, str]) -> str:
-    payload = {"revision": GT_REVISION, "task": task.__dict__, "data": {k: _sha(p) for k, p in data.items()},
+    payload = {"revision": GT_REVISION, "task": task.__dict__, "data": {k: sha256_file(p) for k, p in data.items()},
                "training": GRID_TRAINING, "eval_batch": EVAL_BATCH}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

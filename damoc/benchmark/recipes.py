@@ -44,10 +44,10 @@ def recipe_config(task: BenchTask, rec: Recipe, data: dict[str, Path], candidate
 
 
 def _data_key(doc: dict[str, Any]) -> str:
-    from damoc.benchmark.ground_truth import _sha
+    from damoc.workflow.stage_cache import sha256_file
 
     payload = {k: doc.get(k) for k in ("filter", "compression")}
-    payload["data"] = {k: _sha(Path(doc["data"][k])) for k in ("train", "eval")}
+    payload["data"] = {k: sha256_file(Path(doc["data"][k])) for k in ("train", "eval")}
     payload["rows"] = doc["data"].get("max_eval_samples")
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

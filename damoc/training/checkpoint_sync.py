@@ -127,17 +127,10 @@ def pull_latest(uri: str, local_run_dir: Path) -> int | None:
         return None
     step = max(complete)
     source, target = f"{uri}/checkpoint-{step}", Path(local_run_dir) / f"checkpoint-{step}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = atomic.sibling(target, "pull")
-    try:
-        if storage.is_s3(source):
-            storage.download_dir(source, staged)
-        else:
-            with storage._wrapped("download", source):
-                shutil.copytree(storage._local_path(source), staged)
-        atomic.replace_path(staged, target)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
+    if storage.is_s3(source):
+        storage.download_dir_whole(source, target)
+    else:  # a staged copy renamed in, as any local publish
+        storage.publish(storage._local_path(source), str(target))
     return step
 
 

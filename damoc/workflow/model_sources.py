@@ -39,11 +39,8 @@ def resolve_model_source(uri: str) -> str:
         try:
             storage.download_dir(uri, tmp)
             (tmp / SOURCE_FILE).write_text(source)
-            if dest.exists():
-                if _copied_from(dest) != source:  # stale (a concurrent download of this version may have won)
-                    atomic.replace_path(tmp, dest)
-            else:
-                tmp.rename(dest)
+            if _copied_from(dest) != source:  # absent or stale (a concurrent download of this version may have won)
+                atomic.replace_path(tmp, dest)
         except OSError:
             if _copied_from(dest) != source:  # not a concurrent download of this version that finished first
                 raise

@@ -130,7 +130,8 @@ def _plugin_sources() -> list[Path]:
     return files
 
 
-def _file_sha(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -142,7 +143,7 @@ def file_digest(path: Path) -> str:
     """sha256 of a file's bytes; large files via a persistent memo keyed by (path, size, mtime_ns, inode)."""
     st = path.stat()
     if st.st_size < _MEMO_MIN_BYTES:
-        return _file_sha(path)
+        return sha256_file(path)
     memo_key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()
     memo = cache_root() / ".hash-memo" / memo_key[:2] / memo_key
     try:
@@ -151,7 +152,7 @@ def file_digest(path: Path) -> str:
             return known
     except OSError:
         pass
-    value = _file_sha(path)
+    value = sha256_file(path)
     try:
         from damoc import atomic
 
@@ -237,8 +238,12 @@ def key_document(stage: str, parts: Mapping[str, Any], inputs: Mapping[str, str 
             "inputs": {name: fingerprint(path) for name, path in sorted(inputs.items())}}
 
 
+def _key(key_doc: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(key_doc).encode()).hexdigest()
+
+
 def stage_key(stage: str, parts: Mapping[str, Any], inputs: Mapping[str, str | Path]) -> str:
-    return hashlib.sha256(canonical(key_document(stage, parts, inputs)).encode()).hexdigest()
+    return _key(key_document(stage, parts, inputs))
 
 
 # --------------------------------------------------------------------------- entries
@@ -288,7 +293,7 @@ def run_cached(stage: str, *, parts: Mapping[str, Any], inputs: Mapping[str, str
         return Cached(run(), False)
     try:
         key_doc = key_document(stage, parts, inputs)
-        key = hashlib.sha256(canonical(key_doc).encode()).hexdigest()
+        key = _key(key_doc)
     except OSError as err:
         _warn(f"{stage}: inputs could not be hashed ({err}); running it without the cache")
         return Cached(run(), False)
