@@ -46,6 +46,11 @@ class CandidateResult(_Result):
         result = self.stages.get(stage)
         return result.seconds if result else 0.0
 
+    def diverged(self) -> bool:
+        """Its training ended with a non-finite loss (the train stage's stats say so)."""
+        train = self.stages.get("train")
+        return train is not None and train.stats.get("loss_is_finite") is False
+
     def layers(self) -> str | None:
         """'kept/total' layers when pruning ran, else None."""
         prune = self.stages.get("prune")

@@ -17,16 +17,11 @@ def _evaluate_stats(result: CandidateResult) -> dict[str, Any]:
     return stage.stats if stage is not None else {}
 
 
-def _diverged(result: CandidateResult) -> bool:
-    train = result.stages.get("train")
-    return train is not None and train.stats.get("loss_is_finite") is False
-
-
 def rank_results(results: Sequence[CandidateResult]) -> list[dict[str, Any]]:
     """Higher score ranks first; equal scores share order by candidate name so the ranking is deterministic.
     A candidate whose training diverged is ranked below every healthy one (flagged), never selected silently."""
     ok = sorted((r for r in results if r.status == OK and r.score is not None and math.isfinite(float(r.score))),
-                key=lambda r: (_diverged(r), -float(r.score), r.candidate))
+                key=lambda r: (r.diverged(), -float(r.score), r.candidate))
     ok_names = {r.candidate for r in ok}
     failed = sorted((r for r in results if r.candidate not in ok_names), key=lambda r: r.candidate)
     ranking = []

@@ -140,10 +140,9 @@ def finetune_step(cfg: RunConfig, candidate: dict[str, Any], model_in: Path, tra
 
 def _sanity_flags(result: CandidateResult) -> None:
     """Scores that should not be read as they are: a diverged training run, answers that are mostly empty."""
-    train = result.stages.get("train")
-    if train is not None and train.status == "ok" and train.stats.get("loss_is_finite") is False:
-        result.flags.append(f"training diverged (loss {train.stats.get('train_loss')}): its score is not a "
-                            "measure of the candidate; lower training.learning_rate")
+    if result.diverged():
+        result.flags.append(f"training diverged (loss {result.stages['train'].stats.get('train_loss')}): its "
+                            "score is not a measure of the candidate; lower training.learning_rate")
     ev = result.stages.get("evaluate")
     if ev is not None and ev.status == "ok":
         rows, empty = ev.stats.get("samples") or 0, ev.stats.get("empty_predictions") or 0
