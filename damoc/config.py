@@ -295,6 +295,12 @@ class PruningConfig(_Section):
     laco_calibration_samples: int = Field(5, ge=1, description="LaCo: training samples whose final hidden "
                                           "states decide each collapse (a few; every try runs them once)")
 
+    @property
+    def needs_base(self) -> bool:
+        """Whether a candidate needs a base checkpoint to be pruned: the damoc method merges chat−base task
+        vectors; LaCo collapses the chat model's own layers."""
+        return self.method != "laco"
+
 
 class TrainingConfig(_Section):
     """Stage 4: fine-tune every (compressed) candidate."""

@@ -86,13 +86,12 @@ def prune_step(cfg: RunConfig, candidate: dict[str, Any], calibration_path: Path
         if not pruning_enabled(cfg):
             write_model_ref(model_out, cand.path)
             raise StageSkipped(f"mode={cfg.mode}" if cfg.mode != "damoc" else "pruning disabled")
-        laco = cfg.pruning.method == "laco"  # LaCo needs no base: it collapses the chat model's own layers
-        if not laco and not cand.base_path:
+        if cfg.pruning.needs_base and not cand.base_path:
             unpruned("no base_path: pruning needs a base/chat pair")
         samples = read_samples(calibration_path)
         try:
-            stats = (_prune_laco(cfg, cand, samples, model_out / "checkpoint", progress) if laco
-                     else _prune_damoc(cfg, cand, samples, model_out / "checkpoint", progress))
+            prune = _prune_laco if cfg.pruning.method == "laco" else _prune_damoc
+            stats = prune(cfg, cand, samples, model_out / "checkpoint", progress)
         except Exception as err:  # noqa: BLE001 — fall back to the unpruned checkpoint, flagged
             layers = _layer_count(cand.path, cand.trust_remote_code)
             if layers is None:

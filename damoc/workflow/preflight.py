@@ -24,9 +24,8 @@ def pruning_warnings(cfg: RunConfig) -> list[str]:
     from damoc.pruning.architectures import UnsupportedArchitectureError, check_architecture
 
     warnings = []
-    needs_base = cfg.pruning.method == "damoc"  # LaCo collapses the chat model's own layers: no base needed
     for cand in cfg.candidates:
-        if needs_base and not cand.base_path:
+        if cfg.pruning.needs_base and not cand.base_path:
             warnings.append(f"candidates[{cand.name}]: no base_path, so it will be trained unpruned (flagged) "
                             "while pruned rivals lose layers")
             continue
