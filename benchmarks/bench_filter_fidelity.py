@@ -36,6 +36,16 @@ def _cell(row: dict | None) -> str:
     return f"{'✓' if row['tolerant_top1'] else '✗'}{'✓' if row['strict_top1'] else '✗'} {tau_text}"
 
 
+def _totals(rows: list[dict | None]) -> tuple[str, str, str]:
+    """'k/n' tolerant and strict top-1 and the mean τ over the runs present ('' when there are none)."""
+    rows = [x for x in rows if x]
+    if not rows:
+        return "", "", ""
+    taus = [x["kendall_tau"] for x in rows if x.get("kendall_tau") is not None]
+    return (f"{sum(x['tolerant_top1'] for x in rows)}/{len(rows)}", f"{sum(x['strict_top1'] for x in rows)}/{len(rows)}",
+            f"{(sum(taus) / len(taus)) if taus else float('nan'):.2f}")
+
+
 def _markdown(evaluation: dict, task_name: str, families: dict, ratios: tuple, seconds: dict,
               total_s: float) -> str:
     from damoc.benchmark.suite import filter_recipe_name
@@ -66,27 +76,21 @@ def _markdown(evaluation: dict, task_name: str, families: dict, ratios: tuple, s
             for m in methods:
                 cells = [_cell(by.get((filter_recipe_name(m, r), signal))) for r in ratios]
                 secs = seconds.get(filter_recipe_name(m, ratios[-1]))
-                lines.append(f"| {family} | `{m}` | " + " | ".join(cells) + f" | {secs:.1f} |"
-                             if secs is not None else f"| {family} | `{m}` | " + " | ".join(cells) + " | — |")
+                lines.append(f"| {family} | `{m}` | " + " | ".join(cells)
+                             + (f" | {secs:.1f} |" if secs is not None else " | — |"))
         lines.append("")
         # per-ratio and per-family means, as the paper summarises them
         lines += ["| ratio | tolerant top-1 | strict top-1 | mean τ |", "|---|---|---|---|"]
         for r in ratios:
             rows = [by.get((filter_recipe_name(m, r), signal)) for ms in families.values() for m in ms]
-            rows = [x for x in rows if x]
-            taus = [x["kendall_tau"] for x in rows if x.get("kendall_tau") is not None]
-            if rows:
-                lines.append(f"| {round(r * 100)}% | {sum(x['tolerant_top1'] for x in rows)}/{len(rows)} | "
-                             f"{sum(x['strict_top1'] for x in rows)}/{len(rows)} | "
-                             f"{(sum(taus) / len(taus)) if taus else float('nan'):.2f} |")
+            tolerant, strict, tau = _totals(rows)
+            if tolerant:
+                lines.append(f"| {round(r * 100)}% | {tolerant} | {strict} | {tau} |")
         lines += ["", "| family | tolerant top-1 (all ratios) | mean τ |", "|---|---|---|"]
         for family, methods in families.items():
-            rows = [by.get((filter_recipe_name(m, r), signal)) for m in methods for r in ratios]
-            rows = [x for x in rows if x]
-            taus = [x["kendall_tau"] for x in rows if x.get("kendall_tau") is not None]
-            if rows:
-                lines.append(f"| {family} | {sum(x['tolerant_top1'] for x in rows)}/{len(rows)} | "
-                             f"{(sum(taus) / len(taus)) if taus else float('nan'):.2f} |")
+            tolerant, _, tau = _totals([by.get((filter_recipe_name(m, r), signal)) for m in methods for r in ratios])
+            if tolerant:
+                lines.append(f"| {family} | {tolerant} | {tau} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
