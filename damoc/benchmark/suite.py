@@ -144,5 +144,24 @@ def task(name: str) -> BenchTask:
     return next(t for t in TASKS if t.name == name)
 
 
+SEED_MARK = "@seed"  # "paper@seed1": the paper recipe with proxy training seed 1 (the spread over proxy seeds)
+
+
 def recipe(name: str) -> Recipe:
-    return next(r for r in RECIPES + FILTER_RECIPES if r.name == name)
+    base, _, seed = name.partition(SEED_MARK)
+    found = next((r for r in RECIPES + FILTER_RECIPES if r.name == base), None)
+    if found is None or (seed and not seed.isdigit()):
+        known = ", ".join(r.name for r in RECIPES)
+        raise ValueError(f"unknown recipe {name!r}: one of {known}, optionally with {SEED_MARK}N (N = proxy seed)")
+    if not seed:
+        return found
+    if found.kind != "pipeline":
+        raise ValueError(f"recipe {name!r}: only pipeline recipes take a proxy seed")
+    return Recipe(name, f"{found.description}; proxy training seed {int(seed)}", found.kind,
+                  _with(found.overrides, training={"seed": int(seed)}), found.shots)
+
+
+def seed_variant(name: str) -> tuple[str, int | None]:
+    """('paper', 1) for 'paper@seed1'; ('paper', None) for 'paper'."""
+    base, _, seed = name.partition(SEED_MARK)
+    return base, (int(seed) if seed else None)
