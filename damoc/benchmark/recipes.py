@@ -13,6 +13,7 @@ from typing import Any
 
 from damoc import atomic
 from damoc.benchmark import flops
+from damoc.benchmark.curve_recipe import _curve_recipe
 from damoc.benchmark.ground_truth import summarise, task_data
 from damoc.benchmark.runner import candidate_job, run_jobs
 from damoc.benchmark.suite import EVAL_BATCH, GRID_TRAINING, BenchTask, Recipe, Variant, recipe as get_recipe
@@ -265,7 +266,7 @@ def prune_job(doc: dict[str, Any], candidate: dict[str, Any], calibration: str, 
                       progress=False).model_dump_json()
 
 
-KINDS = {"pipeline": _pipeline_recipe, "shots": _shots_recipe, "halving": _halving_recipe}
+KINDS = {"pipeline": _pipeline_recipe, "shots": _shots_recipe, "halving": _halving_recipe, "curve": _curve_recipe}
 
 
 def recipe_costs(run: dict[str, Any], task: BenchTask, recipe_name: str, candidates: list[dict[str, Any]],
