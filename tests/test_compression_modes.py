@@ -77,7 +77,7 @@ def test_method_settings_validated_and_defaults_filled():
     cfg = parse_config({**MINIMAL, "compression": {"method": "longllmlingua",
                                                    "method_options": {"longllmlingua": {"dynamic_ratio": 0.2}}}})
     assert cfg.compression.method_options["longllmlingua"]["dynamic_ratio"] == 0.2
-    assert cfg.compression.method_options["longllmlingua"]["coarse_factor"] == 1.5
+    assert cfg.compression.method_options["longllmlingua"]["coarse_factor"] == 1.0
     with pytest.raises(ConfigError, match="llmlingua.k: unknown setting"):
         parse_config({**MINIMAL, "compression": {"method": "llmlingua", "method_options": {"llmlingua": {"k": 2}}}})
 
@@ -167,7 +167,7 @@ def test_baselines_do_not_rewrite_by_default_and_report_their_stats(zoo_dir, dem
     out, stats = compress_dataset(demo_samples[:6], scorer_model=scorer, rate=0.4, bertscore_threshold=1.0,
                                   rewriter=Backend(), method="llmlingua", gate_failure="best_attempt")
     assert calls == [] and stats["rewrite_attempts"] == 0 and stats["still_failing"] == 6
-    assert stats["method"] == "llmlingua" and stats["method_settings"]["coarse_factor"] == 1.5
+    assert stats["method"] == "llmlingua" and stats["method_settings"]["coarse_factor"] == 1.0
     assert stats["method_stats"]["segments"] >= 6
     assert sum(b["count"] for b in stats["bertscore_histogram"]) == 6
     _, stats = compress_dataset(demo_samples[:6], scorer_model=scorer, rate=0.4, bertscore_threshold=1.0,

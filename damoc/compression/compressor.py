@@ -78,9 +78,25 @@ class Budget:
     unit: Literal["tokens", "words"] = "tokens"
     min_rate: float = 0.05
 
-    def part_rates(self, part_tokens: dict[str, int]) -> dict[str, float]:
+    def part_rates(self, part_tokens: dict[str, int], keep_whole_below: int = 0) -> dict[str, float]:
+        """Per-part rates. keep_whole_below > 0: a free part of at most that many units is kept whole (rate 1)
+        and its cut moved to the other free parts, shortest part first, as long as some free part remains and
+        the sample still meets `rate` (no part pushed under min_rate)."""
         fixed = {"instruction": self.instruction_rate, "input": self.question_rate, "output": self.answer_rate}
-        return solve_part_rates(self.rate, part_tokens, fixed, self.min_rate)
+        rates = solve_part_rates(self.rate, part_tokens, fixed, self.min_rate)
+        if keep_whole_below <= 0:
+            return rates
+        want = self.rate * sum(part_tokens.values())
+        short = sorted((n, p) for p, n in part_tokens.items() if fixed.get(p) is None and 0 < n <= keep_whole_below)
+        for _, part in short:
+            trial = {**fixed, part: 1.0}
+            if not any(trial.get(p) is None and n > 0 for p, n in part_tokens.items()):
+                break  # the last free part must carry the cut
+            solved = solve_part_rates(self.rate, part_tokens, trial, self.min_rate)
+            if abs(sum(solved[p] * n for p, n in part_tokens.items()) - want) > 1e-6 * max(1.0, want):
+                break  # the others cannot absorb this part's cut
+            fixed, rates = trial, solved
+        return rates
 
 
 def _costs(scorer: WordScorer, words: Sequence[str], gaps: Sequence[str], lead: str, unit: str):

@@ -37,7 +37,8 @@ class LLMLinguaMethod:
 
         rates, instruction = rates_and_instruction(
             "llmlingua", scorer, sample, budget, instruction_cache,
-            lambda text, rate: compress_part(scorer, text, rate, "", budget.unit, segment_words, settings, counters))
+            lambda text, rate: compress_part(scorer, text, rate, "", budget.unit, segment_words, settings, counters),
+            settings.keep_whole_below)
         input_ = compress_part(scorer, sample.input, rates["input"], instruction, budget.unit, segment_words,
                                settings, counters)
         prefix = "\n".join(p for p in (instruction, input_) if p)
@@ -60,7 +61,8 @@ def compress_part(scorer, text: str, rate: float, context: str, unit: str, segme
     words, gaps, ids, costs, target, spans = (split.words, split.gaps, split.ids, split.costs, split.target,
                                               split.spans)
     kept_cost = float(costs.sum())
-    if settings.coarse and len(spans) > 1:
+    # a coarse budget that covers the whole text keeps every sentence: skip scoring them
+    if settings.coarse and len(spans) > 1 and settings.coarse_factor * target < kept_cost:
         seg_costs = np.array([costs[s:e].sum() for s, e in spans], dtype=np.int64)
         ppl = np.array([scorer.word_nll(words[s:e]).sum() / max(1, sum(len(x) for x in ids[s:e]))
                         for s, e in spans])

@@ -47,7 +47,8 @@ class LongLLMLinguaMethod:
 
         rates, instruction = rates_and_instruction(
             "longllmlingua", scorer, sample, budget, instruction_cache,
-            lambda text, rate: compress_text(scorer, text, rate, segment_words, unit=budget.unit))
+            lambda text, rate: compress_text(scorer, text, rate, segment_words, unit=budget.unit),
+            settings.keep_whole_below)
         prompt = "\n".join(p for p in (sample.instruction, sample.input) if p)
         input_ = compress_part(scorer, sample.input, rates["input"], sample.instruction, budget.unit, settings,
                                counters)
