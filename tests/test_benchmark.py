@@ -74,3 +74,65 @@ def test_a_selection_is_deterministic_on_one_machine(tmp_path, zoo_dir):
     assert first["uncertainty"] == second["uncertainty"]
     layers = first["stats"]["candidates"]["tiny-neox"]["prune"]["stats"]
     assert layers["rule"] == "fraction" and layers["num_layers_after"] == 4  # round(0.25 * 5) = 1 layer dropped
+
+
+def test_seeded_recipe_names():
+    from damoc.benchmark.suite import recipe, seed_variant
+
+    seeded = recipe("paper@seed2")
+    assert seeded.overrides["training"] == {"seed": 2}
+    assert seeded.overrides["pruning"] == recipe("paper").overrides["pruning"]
+    assert "training" not in recipe("paper").overrides  # the base recipe is not changed by the variant
+    assert seed_variant("paper@seed2") == ("paper", 2) and seed_variant("paper") == ("paper", None)
+    with pytest.raises(ValueError, match="unknown recipe 'nope'"):
+        recipe("nope")
+    with pytest.raises(ValueError, match="only pipeline recipes"):
+        recipe("0-shot@seed1")
+
+
+def test_one_grid_run_is_scored_against_the_other_seeds():
+    from damoc.benchmark.report import one_grid_run
+    from damoc.benchmark.suite import task
+
+    # held out 0: the other seeds give c 0.9 > b 0.5 > a 0.1 (sd 0) while seed 0 ranks a > b > c: tau -1 and its
+    # pick a is not tolerated. Held out 1 (or 2): the other two seeds tie a, b, c at 0.5 (sd 0.57): every pick is
+    # tolerated and tau is undefined (left out of the mean).
+    scores = {"a": [0.9, 0.1, 0.1], "b": [0.5, 0.5, 0.5], "c": [0.1, 0.9, 0.9]}
+    truth = {"medical_qa": {c: {s: {"score": v[s], "loglik": -v[s]} for s in range(3)} for c, v in scores.items()}}
+    got = one_grid_run(truth, [task("medical_qa")])
+    metric = got["metric"]["tasks"]["medical_qa"]
+    assert metric["tolerant_top1"] == pytest.approx(2 / 3)
+    assert metric["kendall_tau"] == pytest.approx(-1.0) and got["metric"]["kendall_tau"] == pytest.approx(-1.0)
+    # loglik = -score inverts seed 0's order, which is then right: c > b > a
+    assert got["loglik"]["tasks"]["medical_qa"]["tolerant_top1"] == pytest.approx(1.0)
+    assert got["loglik"]["kendall_tau"] == pytest.approx(1.0)
+
+
+def test_seed_ensemble_averages_the_signal_and_sums_the_cost():
+    from damoc.benchmark.agreement import ground_truth_summary
+    from damoc.benchmark.report import _seed_ensembles, _seed_spread
+    from damoc.benchmark.suite import task
+
+    t = task("medical_qa")
+    summaries = {t.name: ground_truth_summary({"a": [0.3, 0.3], "b": [0.2, 0.2], "c": [0.1, 0.1]})}
+
+    def row(name, scores, tau):
+        d = {"scores": scores, "flops": 10.0, "seconds": 2.0, "grid_flops": 100.0, "grid_train_flops": 60.0,
+             "grid_seconds": 20.0, "saving_train_flops": 12.0, "stage_flops": {"train": 5.0, "evaluate": 3.0},
+             "failed": []}
+        return {"recipe": name, "signal": "loglik", "tasks": {t.name: d}, "kendall_tau": tau,
+                "tolerant_top1": 1.0, "strict_top1": 1.0}
+
+    # seed 0 ranks b first, seed 1 ranks a first by a larger margin: the mean ranks a > b > c
+    rows = [row("paper", {"a": -1.0, "b": -0.9, "c": -2.0}, 0.33), row("paper@seed1", {"a": -0.5, "b": -1.2, "c": -2.0}, 1.0)]
+    results = {"paper": {}, "paper@seed1": {}}
+    (ens,) = _seed_ensembles(rows, results, [t], summaries)
+    d = ens["tasks"][t.name]
+    assert ens["recipe"] == "paper x2 seeds"
+    assert d["pick"] == "a" and d["kendall_tau"] == pytest.approx(1.0)
+    assert d["scores"]["a"] == pytest.approx(-0.75)
+    assert d["saving_flops"] == pytest.approx(100.0 / 20.0) and d["saving_train_flops"] == pytest.approx(60.0 / 10.0)
+    spread = _seed_spread(rows)["paper/loglik"]
+    assert spread["seeds"] == [0, 1]
+    assert spread["kendall_tau"]["mean"] == pytest.approx(0.665)
+    assert spread["kendall_tau"]["sd"] == pytest.approx(math.sqrt(2) * 0.335)
