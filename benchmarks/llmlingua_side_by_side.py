@@ -19,8 +19,9 @@ from damoc.data.schema import Sample
 
 HERE = Path(__file__).resolve().parent.parent
 DEFAULT_VENV = HERE / ".cache" / "llmlingua-venv"
-# PromptCompressor.compress_prompt options per mode: coarse budget x1.5 as our coarse_factor, LongLLMLingua's
-# question-aware ranking, contrastive token scores and dynamic ratio 0.3 as our longllmlingua defaults.
+# PromptCompressor.compress_prompt options per mode: coarse budget x1.5 (the paper's k; our coarse_factor was 1.5
+# until 1.0 measured better), LongLLMLingua's question-aware ranking, contrastive token scores and dynamic ratio
+# 0.3 as our longllmlingua defaults.
 OPTIONS = {
     "llmlingua": {"rank_method": "llmlingua", "context_budget": "*1.5"},
     "longllmlingua": {"rank_method": "longllmlingua", "condition_in_question": "after_condition",
