@@ -11,7 +11,7 @@ export DS_BUILD_OPS := 0
 OUT ?= runs
 RUN_FLAGS ?=
 
-.PHONY: help install install-test zoo demo grid compare test test-all compile clean images image-component image-train image-rewriter bench-filter bench-select bench-select-quick bench-filter-fidelity quickstart-numbers bench-compress bench-compress-long bench-prune vllm-venv test-vllm llmlingua-venv
+.PHONY: help install install-test zoo demo grid compare test test-all compile clean images image-component image-train image-rewriter bench-filter bench-select bench-select-quick bench-select-ablations bench-filter-fidelity quickstart-numbers bench-compress bench-compress-long bench-prune vllm-venv test-vllm llmlingua-venv
 help:
 	@echo "make demo       install, build the tiny zoo + demo data if absent, run a DaMoC selection (kfp.local)"
 	@echo "make test       install (with test extras), build the zoo if absent, run the default test suite"
@@ -19,7 +19,7 @@ help:
 	@echo "make grid       the same quickstart in grid_search mode (the ground truth)"
 	@echo "make compare    DaMoC vs grid search: top-1 agreement, rank correlation, wall-time ratio"
 	@echo "make compile    recompile pipelines/compiled/damoc_pipeline.yaml"
-	@echo "make bench-select / bench-select-quick   selection fidelity vs grid search (docs/benchmarks/select.md)"
+	@echo "make bench-select / bench-select-quick / bench-select-ablations   selection fidelity vs grid search (docs/benchmarks/select*.md)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -117,6 +117,9 @@ bench-select: install
 
 bench-select-quick: install
 	$(BIN)/python benchmarks/bench_select.py --quick
+
+bench-select-ablations: install
+	$(BIN)/python benchmarks/bench_select.py --variant ablations
 
 # The paper's filtering experiment: 12 methods x {5,10,20}% vs grid search (docs/benchmarks/filter_fidelity.md)
 bench-filter-fidelity: install

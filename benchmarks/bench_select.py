@@ -2,6 +2,7 @@
 
     make bench-select         # full: 4 tasks x 7 candidates, every recipe (ground truth cached after first run)
     make bench-select-quick   # 2 tasks, the paper recipe, the proposed one and 0-shot, 100 eval rows
+    make bench-select-ablations  # compress-only and prune-only (they train on all rows), 2 tasks
 
 Writes docs/benchmarks/select.md (tables), select.json (every number) and select_*.png (plots).
 """
@@ -25,8 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     from damoc.paths import damoc_home
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the quick variant (minutes once the ground truth "
-                        "is cached)")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="full",
+                        help="full (every recipe on a subset, 4 tasks), quick (2 tasks, 3 recipes, 100 eval rows), "
+                        "ablations (the recipes that train on all rows, 2 tasks), filters (see bench_filter_fidelity)")
+    parser.add_argument("--quick", action="store_true", help="the same as --variant quick")
     parser.add_argument("--ground-truth-only", action="store_true", help="compute/cache the grid-search ground "
                         "truth and stop")
     parser.add_argument("--recipes", help="comma-separated recipe names (default: the variant's)")
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=None, help="cache and scratch (default $DAMOC_HOME/bench)")
     args = parser.parse_args(argv)
 
-    variant = VARIANTS["quick" if args.quick else "full"]
+    variant = VARIANTS["quick" if args.quick else args.variant]
     tasks = [task(t) for t in (args.tasks.split(",") if args.tasks else variant.tasks)]
     recipes = args.recipes.split(",") if args.recipes else list(variant.recipes)
     root = Path(args.root) if args.root else damoc_home() / "bench"

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import shutil
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -294,7 +295,9 @@ def run_recipes(tasks: list[BenchTask], recipe_names: list[str], candidates: lis
             if cached.is_file():
                 run = json.loads(cached.read_text())
             else:
+                started = time.perf_counter()
                 run = KINDS[rec.kind](task, rec, candidates, root, variant, workers)
+                run["wall_seconds"] = time.perf_counter() - started  # as computed (workers in parallel)
                 run["costs"] = _costs(run, task, rec, candidates, variant, root)
                 atomic.write_text(cached, json.dumps(run))
             out.setdefault(name, {})[task.name] = run

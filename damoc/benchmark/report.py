@@ -260,11 +260,16 @@ def write_report(truth: dict, results: dict, tasks: list[BenchTask], recipes: li
     stem = "select" if variant.name == "full" else f"select_{variant.name}"
     plots = _plots(evaluation, truth, results, tasks, out) if variant.name == "full" else []
     date = time.strftime("%Y-%m-%d")
+    walls = [run.get("wall_seconds") for by_task in results.values() for run in by_task.values()]
+    known = [w for w in walls if w is not None]
+    computed = (f"; the recipes' runs took {sum(known) / 60:.1f} min when computed"
+                + (f" ({len(walls) - len(known)} of {len(walls)} runs cached before wall times were recorded)"
+                   if len(known) < len(walls) else "")) if known else ""
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
     lines = [f"# Selection fidelity — `{variant.name}` variant", "",
-             f"Command: `make bench-select{'-quick' if variant.name == 'quick' else ''}` · date {date} · "
-             f"{machine} · wall time {total_seconds / 60:.1f} min (ground truth cached: "
-             "computed once per zoo/data/settings version).", "",
+             f"Command: `make bench-select{'' if variant.name == 'full' else '-' + variant.name}` · date {date} · "
+             f"{machine} · wall time of this invocation {total_seconds / 60:.1f} min (ground truth cached: "
+             f"computed once per zoo/data/settings version; recipe runs cached by their settings{computed}).", "",
              f"Candidates ({len(candidates)}): " + ", ".join(f"`{c['name']}`" for c in candidates) +
              " (bench zoo: `damoc zoo build --suite bench`; `tiny-phi` cannot be pruned).",
              f"Proxy evaluation rows: {variant.proxy_eval_rows or 'all'}; ground truth: grid search, "
