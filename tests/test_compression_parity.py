@@ -118,3 +118,50 @@ def test_equal_ratio_quality_beats_the_previous_defaults(zoo_dir, demo_samples):
     new, old = run(), run(coarse_factor=1.5, keep_whole_below=0)
     assert abs(new["token_ratio"] - old["token_ratio"]) < 0.03
     assert new["mean_bertscore"] > old["mean_bertscore"] + 0.02, (new["mean_bertscore"], old["mean_bertscore"])
+
+
+ANSWER = ("The river flows past the old market near the station. Lotimer syndrome usually presents with swollen "
+          "ankles and chest pain. Trains run on steel rails every day of the week.")
+
+
+def _sentences(text: str) -> list[str]:
+    from damoc.compression.coarse import sentence_spans
+    from damoc.compression.compressor import split_words
+
+    words, gaps = split_words(text)
+    return [" ".join(words[s:e]) for s, e in sentence_spans(words, gaps)]
+
+
+def test_crossing_trim_cuts_one_sentence_and_keeps_the_others_whole(llama):
+    sample = Sample(id="t", instruction="Answer.", input="What does Lotimer syndrome cause?", output=ANSWER)
+    budget = Budget(rate=0.5, instruction_rate=1.0, question_rate=1.0, answer_rate=0.55)
+    whole = _sentences(ANSWER)
+    (crossing,) = _run("llmlingua", llama, [sample], budget)
+    (spread,) = _run("llmlingua", llama, [sample], budget, trim="spread")
+    for out in (crossing, spread):  # both meet the answer's budget (within one word)
+        assert abs(count_units(llama, out.output) / count_units(llama, ANSWER) - 0.55) < 0.08, out.output
+    # coarse keeps two of the three sentences; one stays whole, the words of the other are cut
+    full = [s for s in whole if s in crossing.output]
+    assert len(full) == 1, crossing.output
+    rest = crossing.output.replace(full[0], "").split()
+    assert any(set(rest) < set(s.split()) for s in whole if s != full[0]), crossing.output
+    assert not any(s in spread.output for s in whole), spread.output  # spread: every kept sentence loses words
+
+
+def test_trim_crossing_declines_when_the_sentence_cannot_absorb_the_cut(llama):
+    import numpy as np
+
+    from damoc.compression.compressor import split_words
+    from damoc.compression.llmlingua_mode import trim_crossing
+
+    words, gaps = split_words(ANSWER)
+    mask = np.zeros(len(words), dtype=bool)
+    mask[:10] = True
+    before = mask.copy()
+    span = (0, 10)
+    cost = count_units(llama, " ".join(words[:10]))
+    assert not trim_crossing(llama, words, gaps, mask, span, cost + 1, "", "tokens", 200)
+    assert not trim_crossing(llama, words, gaps, mask, span, 0, "", "tokens", 200)
+    assert (mask == before).all()
+    assert trim_crossing(llama, words, gaps, mask, span, 4, "", "tokens", 200)
+    assert mask[10:].sum() == 0 and 0 < mask[:10].sum() < 10

@@ -14,6 +14,7 @@ rewriting (gate failures fall back as compression.gate_failure says). Determinis
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -30,6 +31,12 @@ class LLMLinguaMethod:
     class Settings(BaselineSettings):
         coarse: bool = Field(True, description="sentence-level pruning by perplexity before the token level "
                              "(LLMLingua's demonstration-level stage)")
+        trim: Literal["spread", "crossing"] = Field("crossing", description="where the token level cuts what the "
+                                                    "kept sentences hold over the budget: spread (over all of "
+                                                    "them, LLMLingua's iterative compression) or crossing (only "
+                                                    "the lowest-ranked kept sentence, the one that crossed the "
+                                                    "coarse budget, when it can absorb the cut: the other "
+                                                    "sentences stay whole)")
 
     def compress_sample(self, scorer, sample, budget, *, settings, segment_words, answer_scoring,
                         instruction_cache, counters) -> Sample:
@@ -71,8 +78,35 @@ def compress_part(scorer, text: str, rate: float, context: str, unit: str, segme
         mask = np.zeros(len(words), dtype=bool)
         for (s, e), k in zip(spans, keep):
             mask[s:e] = k
-        text, kept_cost = join_kept(words, gaps, mask), float(seg_costs[keep].sum())
+        kept_cost = float(seg_costs[keep].sum())
+        if settings.trim == "crossing":
+            crossing = [int(i) for i in np.argsort(-ppl, kind="stable") if keep[i]][-1]
+            if trim_crossing(scorer, words, gaps, mask, spans[crossing], kept_cost - target, context, unit,
+                             segment_words):
+                return join_kept(words, gaps, mask)
+        text = join_kept(words, gaps, mask)
     return compress_text(scorer, text, min(1.0, target / kept_cost), segment_words, context=context, unit=unit)
+
+
+def trim_crossing(scorer, words: list[str], gaps: list[str], mask: np.ndarray, span: tuple[int, int],
+                  overshoot: float, context: str, unit: str, segment_words: int) -> bool:
+    """Cut `overshoot` units from the one sentence `span` (token level, conditioned on the context and the kept
+    text before it), updating `mask` in place; False, mask untouched, when that sentence is too short to absorb
+    it (or nothing is to cut) and the whole kept text must share the cut."""
+    from damoc.compression.compressor import _costs, compress_text, join_kept, split_words
+
+    s, e = span
+    cost = float(_costs(scorer, words[s:e], gaps[s:e], "", unit)[1].sum())
+    if overshoot <= 0 or cost <= overshoot:
+        return False
+    prefix = "\n".join(p for p in (context, join_kept(words[:s], gaps[:s], mask[:s])) if p)
+    kept = split_words(compress_text(scorer, join_kept(words[s:e], gaps[s:e], np.ones(e - s, dtype=bool)),
+                                     (cost - overshoot) / cost, segment_words, context=prefix, unit=unit))[0]
+    j = 0  # the kept words are a subsequence of the sentence's words
+    for i in range(s, e):
+        mask[i] = j < len(kept) and words[i] == kept[j]
+        j += int(mask[i])
+    return True
 
 
 METHODS.register("llmlingua", LLMLinguaMethod())
