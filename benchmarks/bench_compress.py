@@ -185,12 +185,13 @@ def side_by_side(args, samples, scorer: str) -> tuple[list[dict], str]:
         if mode in args.methods.split(",") and abs(kept - rate) > 0.02:
             at = round(min(1.0, kept), 3)
             ours(mode, at, f"ours: {mode} at the package's ratio")
-            ours(mode, at, f"ours: {mode} at the package's ratio, previous defaults", PREVIOUS_DEFAULTS)
+            ours(mode, at, f"ours: {mode} at the package's ratio, previous defaults", PREVIOUS_DEFAULTS[mode])
     return rows, ""
 
 
 # the baseline modes' settings before short parts were kept whole and the coarse stage carried the cut
-PREVIOUS_DEFAULTS = {"coarse_factor": 1.5, "keep_whole_below": 0}
+PREVIOUS_DEFAULTS = {"llmlingua": {"coarse_factor": 1.5, "keep_whole_below": 0, "trim": "spread"},
+                     "longllmlingua": {"coarse_factor": 1.5, "keep_whole_below": 0}}
 
 
 def uncut(samples, out) -> float:
@@ -212,7 +213,8 @@ def side_table(rows: list[dict], rate: float, threshold: float, note: str) -> st
               "of a text and leaves the rest as is, and on these short parts it mostly leaves the question whole "
               "and cuts the answer by whole sentences (its demonstration-level stage). The rows \"at the package's "
               "ratio\" rerun our mode at the ratio it reached, for an equal-ratio comparison, with our defaults "
-              "(short parts kept whole, keep_whole_below; the coarse stage carrying the cut, coarse_factor 1.0) and "
+              "(short parts kept whole, keep_whole_below; the coarse stage carrying the cut, coarse_factor 1.0; "
+              "llmlingua: the token level trimming only the sentence that crossed the coarse budget, trim) and "
               f"with the previous ones ({PREVIOUS_DEFAULTS}). Samples left whole: question and answer both "
               "unchanged. tokens/s: sample tokens over compression time only (models loaded), on a shared CPU: "
               "it can vary 2x between runs; compare within one run."]

@@ -1,12 +1,17 @@
 """`compression.method: llmlingua` — LLMLingua (Jiang et al., EMNLP 2023) as a baseline.
 
 Per sample: the budget controller splits the target between instruction, question/context and answer
-(compressor.Budget, as in the damoc mode). Each part is then compressed in LLMLingua's two stages:
+(compressor.Budget, as in the damoc mode); a part of at most `keep_whole_below` tokens is kept whole and its cut
+moved to the longer part. Each part is then compressed in LLMLingua's two stages:
 1. coarse (demonstration level; here sentence level): every sentence is scored ALONE by its perplexity
    (mean NLL per scorer token); the most perplexing sentences are kept whole until they hold `coarse_factor`
    x the part's budget (the paper's granular control coefficient k), the others are dropped;
-2. fine: iterative token-level compression of what is left (compressor.compress_text: segment by segment,
-   conditioned on the compressed prefix through one KV-cached stream) down to the part's budget.
+2. fine: token-level compression down to the part's budget (compressor.compress_text: segment by segment,
+   conditioned on the compressed prefix through one KV-cached stream), of the sentence that crossed the coarse
+   budget only (`trim: crossing`) or of all kept text (`spread`).
+Why these defaults: at equal kept ratio the llmlingua package scores higher BERTScore because it mostly leaves
+short texts whole and cuts whole sentences (its token stage cuts only a text's first 200-token window); cuts
+concentrated in few places keep the rest of the text contiguous (docs/benchmarks/compress.md).
 The three parts form one prompt stream: the question is conditioned on the compressed instruction, the answer
 on the compressed instruction + question. No question-aware scoring, and by default no gate-driven
 rewriting (gate failures fall back as compression.gate_failure says). Deterministic: no sampling.

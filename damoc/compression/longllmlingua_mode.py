@@ -1,6 +1,7 @@
 """`compression.method: longllmlingua` — LongLLMLingua (Jiang et al., ACL 2024) as a baseline.
 
-Per sample the budget controller splits the target between the parts (compressor.Budget). The question of
+Per sample the budget controller splits the target between the parts (compressor.Budget; a part of at most
+`keep_whole_below` tokens kept whole, its cut moved to the longer part: see llmlingua_mode). The question of
 a part is what precedes it in the ORIGINAL sample: the instruction for the question/context, instruction +
 question for the answer (the instruction itself, having none, is compressed like LLMLingua's fine stage).
 Each part with a question is compressed in LongLLMLingua's three steps:
