@@ -27,14 +27,11 @@ from typing import Any
 
 from damoc.benchmark.ground_truth import summarise, task_data
 from damoc.benchmark.runner import run_jobs
-from damoc.benchmark.suite import _PAPER, GRID_TRAINING, BenchTask, Recipe, Variant
+from damoc.benchmark.suite import GRID_TRAINING, BenchTask, Recipe, Variant, recipe
 
 CURVE_DEFAULTS = {"points": 4, "axis": "lr_area"}
 
-PAPER_CURVE = Recipe(
-    "paper-curve", "the paper recipe, trained once with the reference log-likelihood measured at 4 evenly "
-    "spaced steps; ranks by the power-law extrapolation to grid search's training length (lr-area axis)",
-    kind="curve", overrides={**{k: dict(v) for k, v in _PAPER.items()}, "curve": dict(CURVE_DEFAULTS)})
+PAPER_CURVE = recipe("paper-curve")  # defined with the other recipes in suite.RECIPES
 
 
 def curve_job(doc: dict[str, Any], candidate: dict[str, Any], calibration: str, train_path: str, eval_path: str,

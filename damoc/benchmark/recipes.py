@@ -116,7 +116,10 @@ def candidate_cost(summary: dict[str, Any], *, params: int, eval_tokens: tuple[i
         "evaluate": flops.eval_flops(params_after, eval_tokens[0], eval_tokens[1], rows, task.max_new_tokens,
                                      predict, options),
     }
-    return {"flops": out, "seconds": {k: (stages.get(k, {}).get("seconds") or 0.0) for k in out}}
+    seconds = {k: (stages.get(k, {}).get("seconds") or 0.0) for k in out}
+    if summary.get("curve_cost"):  # the curve recipe's log-likelihood passes during training
+        out["curve"], seconds["curve"] = summary["curve_cost"]["flops"], summary["curve_cost"]["seconds"]
+    return {"flops": out, "seconds": seconds}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -276,6 +279,15 @@ def recipe_costs(run: dict[str, Any], task: BenchTask, recipe_name: str, candida
     return _costs(run, task, get_recipe(recipe_name), candidates, variant, root, predict)
 
 
+def run_cache_path(root: Path, rec: Recipe, task: BenchTask, variant: Variant, fingerprints: dict[str, str],
+                   data: dict[str, Path]) -> Path:
+    """Where a recipe's run on a task is cached: keyed by everything that decides it."""
+    key_doc = {"recipe": rec.__dict__, "task": task.__dict__, "variant": variant.proxy_eval_rows,
+               "weights": fingerprints, "data": {k: str(v) for k, v in data.items()}, "revision": 1}
+    key = hashlib.sha256(json.dumps(key_doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return root / "results" / f"{rec.name}-{task.name}-{key}.json"
+
+
 def run_recipes(tasks: list[BenchTask], recipe_names: list[str], candidates: list[dict[str, Any]], root: Path,
                 variant: Variant, workers: int = 2) -> dict[str, dict[str, Any]]:
     """{recipe: {task: run}} — each run cached under root/results keyed by its settings, so a rerun of the
@@ -288,10 +300,7 @@ def run_recipes(tasks: list[BenchTask], recipe_names: list[str], candidates: lis
         rec = get_recipe(name)
         for task in tasks:
             data = task_data(task, root)
-            key_doc = {"recipe": rec.__dict__, "task": task.__dict__, "variant": variant.proxy_eval_rows,
-                       "weights": fingerprints, "data": {k: str(v) for k, v in data.items()}, "revision": 1}
-            key = hashlib.sha256(json.dumps(key_doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
-            cached = root / "results" / f"{rec.name}-{task.name}-{key}.json"
+            cached = run_cache_path(root, rec, task, variant, fingerprints, data)
             if cached.is_file():
                 run = json.loads(cached.read_text())
             else:

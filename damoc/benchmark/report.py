@@ -17,11 +17,13 @@ from damoc.benchmark.suite import (GRID_SEEDS, GRID_TRAINING, UNAVAILABLE, Bench
                                    recipe as get_recipe, seed_variant)
 from damoc.selection.uncertainty import paired_bootstrap
 
-SIGNALS = {"metric": ("score", "row_scores"), "loglik": ("loglik", "row_loglik"), "halving": ("halving_score", None)}
+SIGNALS = {"metric": ("score", "row_scores"), "loglik": ("loglik", "row_loglik"), "halving": ("halving_score", None),
+           "curve": ("curve_loglik", None), "curve-steps": ("curve_loglik_steps", None)}
 
 
 def signals_of(kind: str) -> tuple[str, ...]:
-    return ("halving",) if kind == "halving" else ("metric", "loglik")
+    # a curve run's metric/loglik are the paper recipe's own (same proxies): only its extrapolations are new
+    return {"halving": ("halving",), "curve": ("curve", "curve-steps")}.get(kind, ("metric", "loglik"))
 
 
 def _ties(candidates: dict[str, Any], signal: str) -> list[str]:
@@ -35,7 +37,7 @@ def _ties(candidates: dict[str, Any], signal: str) -> list[str]:
     return paired_bootstrap(rows, winner, confidence=0.9, samples=1000)["tied_with_winner"]
 
 
-CANDIDATE_STAGES = ("prune", "train", "evaluate")
+CANDIDATE_STAGES = ("prune", "train", "evaluate", "curve")
 
 
 def evaluate_runs(truth: dict[str, dict[str, dict[int, dict]]], results: dict[str, dict[str, Any]],
@@ -346,7 +348,9 @@ def write_report(truth: dict, results: dict, tasks: list[BenchTask], recipes: li
     lines += [f"- `{name}`: {get_recipe(name).description}" for name in recipes]
     lines += ["", "Signals: `metric` ranks by the proxies' task metric, `loglik` by the mean per-token "
               "log-likelihood of the eval references (the same proxies, no extra training); `halving` by rounds "
-              "survived, then the last log-likelihood.", ""]
+              "survived, then the last log-likelihood; `curve`/`curve-steps` by the reference log-likelihood "
+              "extrapolated from 4 points of the proxy's learning curve to grid search's training length "
+              "(learning-rate area / step axis; the 4 log-likelihood passes are counted in its cost).", ""]
     if UNAVAILABLE:
         lines += ["## Not available yet", ""] + [f"- {k}: {v}" for k, v in UNAVAILABLE.items()] + [""]
     lines += [f"![{p}]({p})" for p in plots]

@@ -95,6 +95,11 @@ RECIPES: tuple[Recipe, ...] = (
            overrides=_with(_PAPER, compression={"method": "llmlingua"}, pruning={"method": "laco"})),
     Recipe("longllmlingua+laco", "GraphCut 20% + LongLLMLingua (question-aware) compression (rate 0.6) + LaCo",
            overrides=_with(_PAPER, compression={"method": "longllmlingua"}, pruning={"method": "laco"})),
+    # learning-curve extrapolation (AtS / LensLLM style): damoc/benchmark/curve_recipe.py
+    Recipe("paper-curve", "the paper recipe, trained once with the reference log-likelihood measured at 4 evenly "
+           "spaced steps; ranks by the power-law extrapolation to grid search's training length (lr-area axis; "
+           "the step axis as `curve-steps`)", kind="curve",
+           overrides=_with(_PAPER, curve={"points": 4, "axis": "lr_area"})),
     Recipe("0-shot", "no training: score the chat models as they are", kind="shots", shots=0),
     Recipe("1-shot", "no training: one training example in every prompt", kind="shots", shots=1),
     Recipe("2-shot", "no training: two training examples in every prompt", kind="shots", shots=2),
