@@ -45,10 +45,29 @@ def recipe_config(task: BenchTask, rec: Recipe, data: dict[str, Path], candidate
     return doc
 
 
+# The package code a cached result depends on: a change there recomputes it (report and cost code do not).
+DATA_CODE = ("data", "filtering", "compression", "embedding.py", "hf.py")
+RUN_CODE = DATA_CODE + ("pruning", "training", "evaluation", "workflow/candidate_steps.py", "benchmark/runner.py",
+                        "benchmark/curve_recipe.py", "selection/learning_curve.py")
+
+
+@lru_cache(maxsize=None)
+def code_digest(parts: tuple[str, ...]) -> str:
+    """sha256 of the damoc sources under `parts` (sub-packages or modules, relative to the package)."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for part in parts:
+        path = package / part
+        for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(str(source.relative_to(package)).encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _data_key(doc: dict[str, Any]) -> str:
     from damoc.workflow.stage_cache import sha256_file
 
-    payload = {k: doc.get(k) for k in ("filter", "compression")}
+    payload: dict[str, Any] = {k: doc.get(k) for k in ("filter", "compression")}
+    payload["code"] = code_digest(DATA_CODE)
     payload["data"] = {k: sha256_file(Path(doc["data"][k])) for k in ("train", "eval")}
     payload["rows"] = doc["data"].get("max_eval_samples")
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -283,7 +302,7 @@ def run_cache_path(root: Path, rec: Recipe, task: BenchTask, variant: Variant, f
                    data: dict[str, Path]) -> Path:
     """Where a recipe's run on a task is cached: keyed by everything that decides it."""
     key_doc = {"recipe": rec.__dict__, "task": task.__dict__, "variant": variant.proxy_eval_rows,
-               "weights": fingerprints, "data": {k: str(v) for k, v in data.items()}, "revision": 1}
+               "weights": fingerprints, "data": {k: str(v) for k, v in data.items()}, "code": code_digest(RUN_CODE)}
     key = hashlib.sha256(json.dumps(key_doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return root / "results" / f"{rec.name}-{task.name}-{key}.json"
 

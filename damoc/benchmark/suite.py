@@ -143,7 +143,8 @@ VARIANTS = {
     # every recipe that trains on a subset; the two ablations that train on ALL rows (about one grid-search run
     # each) have their own variant, on the two cheapest long/short tasks, so the full variant fits an hour
     "full": Variant("full", tuple(t.name for t in TASKS),
-                    tuple(r.name for r in RECIPES if r.name not in ("compress-only", "prune-only")), 200),
+                    tuple(r.name for r in RECIPES if r.name not in ("compress-only", "prune-only"))
+                    + ("paper@seed1", "paper@seed2"), 200),  # the default recipe's spread over proxy seeds
     "ablations": Variant("ablations", ("medical_qa", "instructions_mc"), ("compress-only", "prune-only"), 200),
     "filters": Variant("filters", (FILTER_TASK,), tuple(r.name for r in FILTER_RECIPES), 200),
 }
