@@ -66,7 +66,7 @@ def evaluate_runs(truth: dict[str, dict[str, dict[int, dict]]], results: dict[st
                 agree = agreement(proxy, summaries[t.name])
                 # a log-likelihood ranking needs no generation: its evaluation is counted without it
                 cost = (recipe_costs(run, t, name, candidates, variant, root, predict=False)
-                        if signal == "loglik" and rec.kind != "halving" else run["costs"])
+                        if signal in ("loglik", "curve", "curve-steps") else run["costs"])
                 grid = grid_costs[t.name]
                 cand_flops = sum(cost["flops"].get(k, 0.0) for k in CANDIDATE_STAGES)
                 recipe_flops, grid_flops = sum(cost["flops"].values()), sum(grid["flops"].values())
