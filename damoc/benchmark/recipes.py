@@ -53,14 +53,9 @@ RUN_CODE = DATA_CODE + ("pruning", "training", "evaluation", "workflow/candidate
 
 @lru_cache(maxsize=None)
 def code_digest(parts: tuple[str, ...]) -> str:
-    """sha256 of the damoc sources under `parts` (sub-packages or modules, relative to the package)."""
-    package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for part in parts:
-        path = package / part
-        for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            digest.update(str(source.relative_to(package)).encode() + b"\0" + source.read_bytes())
-    return digest.hexdigest()[:16]
+    from damoc.workflow.stage_cache import sources_digest
+
+    return sources_digest(parts)[:16]
 
 
 def _data_key(doc: dict[str, Any]) -> str:

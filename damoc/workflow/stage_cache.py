@@ -94,9 +94,7 @@ def _source_version() -> str:
     except md.PackageNotFoundError:
         version = "unknown"  # a source checkout that is not installed: the sources' hash still decides
     digest = hashlib.sha256(f"damoc {version}\n".encode())
-    package = Path(damoc.__file__).resolve().parent
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(sources_digest(("",)).encode())
     for path in _plugin_sources():  # registered methods from outside the package count as code too
         digest.update(f"plugin {path}\0".encode() + path.read_bytes() + b"\0")
     for name in _LIBRARIES:
@@ -105,6 +103,20 @@ def _source_version() -> str:
         except md.PackageNotFoundError:
             version = "-"
         digest.update(f"{name}=={version}\n".encode())
+    return digest.hexdigest()
+
+
+def sources_digest(parts: tuple[str, ...]) -> str:
+    """sha256 of the damoc package's .py sources under `parts` (sub-packages or modules relative to the package;
+    "" is all of it), each file's path and bytes."""
+    import damoc
+
+    package = Path(damoc.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for part in parts:
+        path = package / part
+        for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(str(source.relative_to(package)).encode() + b"\0" + source.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
