@@ -45,3 +45,29 @@ def test_callback_records_curve_and_last_point_matches_saved_checkpoint(tmp_path
 def test_callback_needs_steps_or_k():
     with pytest.raises(ValueError, match="exactly one"):
         LoglikCurveCallback(None, EVAL)
+
+
+def test_finetune_step_runs_the_callbacks_in_process_and_other_launchers_refuse_them(tmp_path, tiny_pair):
+    from damoc.config import parse_config
+    from damoc.data.records import write_samples
+    from damoc.hf import load_tokenizer
+    from damoc.workflow.candidate_steps import finetune_step, prune_step
+
+    data = tmp_path / "train.jsonl"
+    write_samples(TRAIN, data)
+    cand = {"name": "tiny", "path": str(tiny_pair[1]), "base_path": str(tiny_pair[0])}
+
+    def cfg(launcher):
+        return parse_config({"mode": "damoc", "data": {"train": str(data), "eval": str(data), "task": "qa_long"},
+                             "candidates": [cand], "pruning": {"enabled": False},
+                             "training": {"epochs": 1, "batch_size": 4, "max_length": 32, "launcher": launcher}})
+
+    prune_step(cfg("in_process"), cand, data, tmp_path / "pruned", progress=False)
+    cb = LoglikCurveCallback(load_tokenizer(tiny_pair[1]), EVAL, k=2, max_length=32, batch_size=4)
+    with pytest.raises(ValueError, match="need training.launcher: in_process"):
+        finetune_step(cfg("torchrun"), cand, tmp_path / "pruned", data, tmp_path / "t0", progress=False,
+                      callbacks=[cb])
+    result = finetune_step(cfg("in_process"), cand, tmp_path / "pruned", data, tmp_path / "trained",
+                           progress=False, callbacks=[cb])
+    assert result.status == "ok" and result.stages["train"].stats["steps"] == 6
+    assert [p.step for p in cb.points] == [3, 6]

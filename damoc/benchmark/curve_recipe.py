@@ -42,12 +42,11 @@ def curve_job(doc: dict[str, Any], candidate: dict[str, Any], calibration: str, 
     from damoc.data.records import read_samples
     from damoc.hf import load_tokenizer
     from damoc.training.curve_callback import LoglikCurveCallback
-    from damoc.training.finetune import encode_example, finetune
+    from damoc.training.finetune import encode_example
     from damoc.training.methods import training_for
-    from damoc.workflow.candidate_steps import evaluate_step, prune_step
+    from damoc.workflow.candidate_steps import evaluate_step, finetune_step, prune_step
     from damoc.workflow.model_sources import model_in_artifact
     from damoc.workflow.outcome import write_result
-    from damoc.workflow.step_runner import run_stage
 
     cfg = RunConfig.model_validate(doc)
     cand = Candidate.model_validate(candidate)
@@ -56,24 +55,17 @@ def curve_job(doc: dict[str, Any], candidate: dict[str, Any], calibration: str, 
     if result.status == "failed":
         return {"result": result.model_dump_json(), "curve": [], "total_steps": 0}
     settings = training_for(cfg.training, cand)
-    model_in = model_in_artifact(root / "pruned")
-    samples = read_samples(train_path)
-    tok = load_tokenizer(model_in, cand.trust_remote_code)
+    tok = load_tokenizer(model_in_artifact(root / "pruned"), cand.trust_remote_code)
     epoch_tokens = sum(len(encode_example(tok, s, settings.max_length, settings.chat_template)["input_ids"])
-                       for s in samples)
+                       for s in read_samples(train_path))
     callback = LoglikCurveCallback(tok, read_samples(eval_path), k=points, max_length=settings.max_length,
                                    batch_size=cfg.evaluation.batch_size, chat_template=settings.chat_template,
                                    train_tokens=epoch_tokens)
-
-    def body() -> dict[str, Any]:
-        return finetune(model_in, samples, root / "trained", settings, trust_remote_code=cand.trust_remote_code,
-                        callbacks=[callback])
-
-    stage = run_stage("train", body, capture_failure=True)
+    result = finetune_step(cfg, candidate, root / "pruned", Path(train_path), root / "trained", progress=False,
+                           callbacks=[callback])
+    train = result.stages["train"]
     curve_seconds = sum(p.seconds for p in callback.points)
-    stage.seconds = round(max(0.0, (stage.seconds or 0.0) - curve_seconds), 3)  # training alone, as elsewhere
-    result.record(stage)
-    (root / "trained").mkdir(parents=True, exist_ok=True)
+    train.seconds = round(max(0.0, (train.seconds or 0.0) - curve_seconds), 3)  # training alone, as elsewhere
     write_result(root / "trained", result)
     result = evaluate_step(cfg, candidate, root / "trained", Path(eval_path), progress=False)
     return {"result": result.model_dump_json(), "curve": callback.records(), "total_steps": callback.total_steps}

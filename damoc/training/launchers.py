@@ -52,10 +52,12 @@ LAUNCHERS: Registry[Launcher] = Registry("training launcher")
 
 
 def _in_process(model_path: str | Path, samples: Sequence, out_dir: str | Path, settings: Any, *,
-                trust_remote_code: bool = False, progress: bool = False, **_: Any) -> dict[str, Any]:
+                trust_remote_code: bool = False, progress: bool = False, callbacks: Sequence[Any] | None = None,
+                **_: Any) -> dict[str, Any]:
     from damoc.training.finetune import finetune  # torch is imported only when training actually runs
 
-    return finetune(model_path, samples, out_dir, settings, trust_remote_code=trust_remote_code, progress=progress)
+    return finetune(model_path, samples, out_dir, settings, trust_remote_code=trust_remote_code, progress=progress,
+                    callbacks=callbacks)
 
 
 LAUNCHERS.register("in_process", Launcher(

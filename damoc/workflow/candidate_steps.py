@@ -7,7 +7,7 @@ checkpoint is reported as failed in the ranking instead of failing the whole run
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from damoc.config import Candidate, RunConfig
 from damoc.data.records import read_samples
@@ -115,9 +115,13 @@ class _Unpruned(StageSkipped):
 
 
 def finetune_step(cfg: RunConfig, candidate: dict[str, Any], model_in: Path, train_path: Path,
-                  model_out: Path, progress: bool = True) -> CandidateResult:
+                  model_out: Path, progress: bool = True, callbacks: Sequence[Any] | None = None) -> CandidateResult:
+    """callbacks: extra TrainerCallbacks (the benchmark's learning curve); only the in-process launcher runs the
+    Trainer in this process, so other launchers refuse them."""
     from damoc.training.launchers import LAUNCHERS
 
+    if callbacks and cfg.training.launcher != "in_process":
+        raise ValueError(f"training callbacks need training.launcher: in_process, not {cfg.training.launcher!r}")
     cand = Candidate.model_validate(candidate)
     result = read_result(model_in, cand.name)
     if _pass_on_failure(result, model_out):
@@ -127,9 +131,11 @@ def finetune_step(cfg: RunConfig, candidate: dict[str, Any], model_in: Path, tra
         from damoc.training.methods import training_for  # the candidate's own method (training.method: both)
 
         launcher = LAUNCHERS.get(cfg.training.launcher)
+        extra = {"callbacks": callbacks} if callbacks else {}
         return launcher.train(model_in_artifact(model_in), read_samples(train_path), model_out,
                               training_for(cfg.training, cand),
-                              trust_remote_code=cand.trust_remote_code, progress=progress, candidate=cand.name)
+                              trust_remote_code=cand.trust_remote_code, progress=progress, candidate=cand.name,
+                              **extra)
 
     result.record(run_stage("train", body, capture_failure=True))
     model_out.mkdir(parents=True, exist_ok=True)
