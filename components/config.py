@@ -1,6 +1,4 @@
 """Validate the pipeline parameters as a run configuration before any work starts."""
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import Artifact, Output
 
@@ -9,16 +7,29 @@ from damoc_components.images import DAMOC_IMAGE
 
 @dsl.component(base_image=DAMOC_IMAGE, install_kfp_package=False)
 def validate_config(mode: str, candidates: list, data: dict, filter: dict, compression: dict,  # noqa: A002
-                    pruning: dict, training: dict, evaluation: dict,
-                    config: Output[Artifact]) -> NamedTuple("Outputs", [("started_at", float)]):
-    """Writes the validated configuration (JSON artifact) and returns the run's start time (epoch seconds).
+                    pruning: dict, training: dict, evaluation: dict, config: Output[Artifact]):
+    """Validate the parameters as one run configuration and write it as a JSON artifact.
 
     One parameter per config section (damoc.config.SECTIONS): a test keeps this list equal to the schema's.
+    A pure function of its parameters, so KFP may cache it; the run's start time comes from the uncached
+    fingerprint-data task instead.
+
+    Args:
+        mode: damoc (compress data and models, rank proxies) or grid_search (the ground truth).
+        candidates: The candidate models: a list of {name, path, base_path, ...}.
+        data: The `data` section: training and evaluation files, task, field mapping, row limits.
+        filter: The `filter` section: data selection method and ratio.
+        compression: The `compression` section: token compression rate and gate.
+        pruning: The `pruning` section: layer pruning and merging.
+        training: The `training` section: the proxy fine-tuning recipe and launcher.
+        evaluation: The `evaluation` section: ranking signal, bootstrap, generation settings.
+
+    Returns:
+        config: The validated configuration (damoc.config.RunConfig as JSON); metadata: mode, candidates,
+            warnings.
     """
     args = dict(locals())  # first statement: exactly the parameters
     args.pop("config")
-    import time
-    from collections import namedtuple
     from pathlib import Path
 
     from damoc.config_params import from_pipeline_arguments
@@ -34,4 +45,3 @@ def validate_config(mode: str, candidates: list, data: dict, filter: dict, compr
         print(f"warning: {line}")
     Path(config.path).write_text(cfg.model_dump_json(indent=2))
     config.metadata.update({"mode": cfg.mode, "candidates": len(cfg.candidates), "warnings": warnings})
-    return namedtuple("Outputs", ["started_at"])(time.time())

@@ -8,27 +8,42 @@ from damoc_components.images import DAMOC_IMAGE
 
 
 @dsl.component(base_image=DAMOC_IMAGE, install_kfp_package=False)
-def rank_candidates(config: Input[Artifact], results: List[str], prepare_stats: str, filter_stats: str,
-                    compress_stats: str, started_at: float, output_uri: str, selection: Output[Artifact],
-                    report: Output[Markdown], report_html: Output[HTML],
+def rank_candidates(config: Input[Artifact], results: Input[List[Artifact]], prepare_stats: str,
+                    filter_stats: str, compress_stats: str, started_at: float, output_uri: str,
+                    selection: Output[Artifact], report: Output[Markdown], report_html: Output[HTML],
                     metrics: Output[Metrics]) -> NamedTuple("RankOutputs", [("selected", str)]):
+    """Rank every candidate, decide who is tied with the winner, and write the selection and its reports.
+
+    Args:
+        config: The validated run configuration (JSON), from validate-config.
+        results: Every candidate's result artifact (JSON) from evaluate-model, collected over the fan-out;
+            read one at a time, keeping the ranking signal's per-row values.
+        prepare_stats: prepare-data's result (StageResult JSON).
+        filter_stats: filter-data's result (StageResult JSON).
+        compress_stats: compress-data's result (StageResult JSON).
+        started_at: The run's start time (epoch seconds), from fingerprint-data.
+        output_uri: Where selection.json, report.md and report.html are also written (s3:// or a path);
+            empty: only the artifacts.
+
+    Returns:
+        selection: selection.json: the ranking, intervals, ties, costs and every stage's figures.
+        report: report.md, the selection for people.
+        report_html: report.html, shown by the KFP UI.
+        metrics: The winner, its score and the run's cost.
+        selected: The selected candidate's name (empty when none succeeded).
+    """
     from collections import namedtuple
     from pathlib import Path
 
-    from damoc import storage
     from damoc.config import RunConfig
     from damoc.results import StageResult
-    from damoc.selection.html_report import candidate_details, render_html
     from damoc.selection.kfp_metrics import selection_metrics
     from damoc.workflow.rank_step import rank_step
 
     stages = [StageResult.model_validate_json(s) for s in (prepare_stats, filter_stats, compress_stats)]
-    doc = rank_step(RunConfig.model_validate_json(Path(config.path).read_text()), results, stages, started_at,
-                    Path(selection.path), Path(report.path), output_uri)
-    page = render_html(doc, candidate_details(results))
-    Path(report_html.path).write_text(page, encoding="utf-8")
-    if output_uri:
-        storage.write_text(f"{output_uri.rstrip('/')}/report.html", page)
+    doc = rank_step(RunConfig.model_validate_json(Path(config.path).read_text()),
+                    (Path(a.path) for a in results), stages, started_at, Path(selection.path), Path(report.path),
+                    output_uri, html_out=Path(report_html.path))
     for name, value in selection_metrics(doc).items():
         metrics.log_metric(name, value)
     return namedtuple("RankOutputs", ["selected"])(doc["selected"] or "")

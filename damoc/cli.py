@@ -11,8 +11,9 @@ from typing import Any, Sequence
 
 import yaml
 
-EPILOG = ("Docs: README.md (Run configuration, Outputs), docs/reliability.md. Exit codes: 0 ok, 1 run failed, "
-          "2 bad input, 130 interrupted. --debug (anywhere on the line) shows tracebacks.")
+EPILOG = ("Docs: README.md (CLI, Run configuration, Outputs), docs/reliability.md. Exit codes: 0 ok, "
+          "1 run failed, 2 bad input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). --debug (anywhere on "
+          "the line) shows tracebacks.")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -42,23 +43,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class BadOverride(Exception):
+    """An unparsable --set value; not a ValueError, so argparse lets it through to main's one-line error."""
+
+
 def _parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE (e.g. filter.ratio=0.1), got '{text}'")
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as err:  # '[', '@0.1', a !!python/... tag (safe_load refuses to build it)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise BadOverride(f"--set {key.strip()}={value}: not a valid value ({problem}); quote text, e.g. "
+                          f"--set '{key.strip()}=\"{value}\"'") from None
 
 
 def _print_ranking(selection: dict[str, Any]) -> None:
-    print(f"\nDaMoC ranking (mode={selection['mode']}, metric={selection['metric']}):")
-    print(f"  {'rank':>4}  {'candidate':<24} {'score':>8}  {'train s':>8}  status")
-    for row in selection["ranking"]:
-        score = f"{row['score']:.4f}" if row["score"] is not None else "—"
-        train_s = selection["cost"]["train_seconds"].get(row["candidate"], 0.0)
-        rank = row["rank"] if row["rank"] is not None else "—"
-        print(f"  {rank:>4}  {row['candidate']:<24} {score:>8}  {train_s:>8.1f}  {row['status']}"
-              + (f" ({row['error'][:80]})" if row.get("error") else ""))
-    print(f"  selected: {selection['selected']}   total: {selection['cost']['total_seconds']:.1f} s")
+    """The final table: the ranking signal, its interval, ties, flags, seconds (damoc.console)."""
+    from damoc.console import print_ranking
+
+    print_ranking(selection)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -70,29 +75,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["mode"] = args.mode
     out = _out_dir(args.out)
     cfg = load_config(args.config, overrides)
-    _check_relative_paths(cfg, Path(args.config), overrides)
+    # the same checks as `damoc validate`, before anything runs
+    _preflight(cfg, Path(args.config), overrides, local_run=not args.dry_run)
     if args.dry_run:  # nothing is built or downloaded: zoo:// and demo:// are resolved by a real run
         print(cfg.model_dump_json(indent=2))
         return 0
+    demo = [key for key in ("train", "eval") if getattr(cfg.data, key).startswith("demo://")]
     cfg = resolve_builtins(_absolute_overrides(cfg, overrides))
-    _preflight_data(cfg)
-    from damoc.workflow.preflight import pruning_warnings
-
-    for line in pruning_warnings(cfg):
-        print(f"warning: {line}", file=sys.stderr)
+    if demo:  # demo data exists only now: the same streaming check of the generated files
+        _preflight_data(cfg, only={getattr(cfg.data, key) for key in demo})
     from damoc.workflow.cached_steps import reused_stages
     from damoc.workflow.stage_cache import resume_env
     from damoc_pipelines.local_runner import run_local
 
+    from damoc_pipelines.local_runner import RunFailed
+
     print(f"DaMoC: running '{cfg.mode}' on {len(cfg.candidates)} candidate(s) locally via kfp.local -> {out}")
+    failed: RunFailed | None = None
     with resume_env(not args.no_resume):  # finished stages with identical inputs are reused (stage cache)
-        selection = run_local(cfg, out)
+        try:
+            selection = run_local(cfg, out)
+        except RunFailed as err:  # ranked nothing: not published, the last good run stays current
+            failed, selection = err, err.selection
     _print_ranking(selection)
+    for warning in selection.get("warnings") or []:  # compression fallback, degenerate winner, thin data
+        print(f"warning: {warning}", file=sys.stderr)
     reused, total = reused_stages(selection)
     if reused:
         print(f"  resumed: {len(reused)} of {total} stages reused from the stage cache ({', '.join(reused)}); "
               "--no-resume reruns them")
-    print(f"\nselection: {out / 'selection.json'}\nreport:    {out / 'report.md'}")
+    if failed is not None:
+        _error(str(failed))
+        return 1
+    print(f"report: {out / 'report.html'} (also report.md; data: selection.json; log: run.log)")
     if selection.get("selected") is None:  # a run with no winner is not a success (the report says why)
         _error(f"no candidate could be ranked: every one failed (reasons in {out / 'report.md'})")
         return 1
@@ -146,10 +161,60 @@ def _absolute_overrides(cfg, overrides: dict[str, Any]):
     return cfg.model_copy(update={"data": cfg.data.model_copy(update=update)}) if update else cfg
 
 
-def _preflight_data(cfg) -> None:
+def _preflight(cfg, config_path: Path, overrides: dict[str, Any], local_run: bool = False) -> list[str]:
+    """One preflight for `validate`, `run --dry-run` and `run` (before any task or zoo build): relative paths,
+    zoo:// / demo:// names and local checkpoints (milliseconds, reported at once); then every checkpoint's
+    metadata (AutoConfig, s3 stat; no weights) and the data files' streaming check, reported together.
+    Raises ConfigError / DataError (exit 2); prints and returns the notes (what could not be checked here),
+    prints the pruning warnings.
+    s3:// data without S3 credentials here is a note (a cluster config checked on a workstation), except for
+    a local run (local_run), which reads it itself."""
+    from damoc.config import ConfigError
+    from damoc.data.io import DataError
+    from damoc.workflow.preflight import check_checkpoints, check_references, pruning_warnings
+
+    _check_relative_paths(cfg, config_path, overrides)
+    problems = check_references(cfg)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    report = check_checkpoints(cfg)
+    skip = set() if local_run else _s3_data_without_credentials(cfg)
+    try:
+        _preflight_data(cfg, skip=skip)  # demo:// data is generated by the run and checked then
+    except DataError as err:
+        if not report.problems:
+            raise
+        report.problems.append(str(err))
+    if report.problems:
+        raise ConfigError("\n".join(report.problems))
+    data_keys = [f"data.{key}" for key in ("train", "eval") if getattr(cfg.data, key) in skip]
+    notes = report.all_notes(data_keys)
+    for note in notes:  # only once nothing is wrong: a failure prints just its errors
+        print(f"note: {note}", file=sys.stderr)
+    for line in pruning_warnings(cfg):
+        print(f"warning: {line}", file=sys.stderr)
+    return notes
+
+
+def _s3_data_without_credentials(cfg) -> set[str]:
+    from damoc import storage
+
+    remote = {uri for uri in (cfg.data.train, cfg.data.eval) if storage.is_s3(uri)}
+    if not remote:
+        return set()
+    try:
+        storage.s3_settings_from_env()
+    except storage.StorageError:
+        return remote
+    return set()
+
+
+def _preflight_data(cfg, only: set[str] | None = None, skip: set[str] = frozenset()) -> None:
     """Before any task starts: every row the run will read, of both files (local or s3://), in one streaming
-    pass each; every bad row is reported (up to 20) with its file, row and field."""
+    pass each; every bad row is reported (up to 20) with its file, row and field. demo:// files are skipped
+    until they are resolved; `only`: check just these files (those a demo:// reference resolved to)."""
     from damoc.data.io import DataError, validate_data
+    from damoc.demo.builtin import DEMO_SCHEME
     from damoc.evaluation.tasks import TASKS
     from damoc.storage import StorageError
 
@@ -158,23 +223,24 @@ def _preflight_data(cfg) -> None:
     problems: list[str] = []
     for uri, limit, require_options in ((cfg.data.train, cfg.data.max_train_samples, False),
                                         (cfg.data.eval, cfg.data.max_eval_samples, choice)):
+        if uri.startswith(DEMO_SCHEME) or uri in skip or (only is not None and uri not in only):
+            continue
         try:
             validate_data(uri, fields, limit=limit, require_options=require_options)
         except (DataError, StorageError) as err:  # both files are reported in one go
             problems.append(str(err))
-    if problems:
-        raise DataError("\n".join(problems))
+    if problems:  # one line per problem (a missing S3 setup is said once, not per file)
+        raise DataError("\n".join(dict.fromkeys(problems)))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from damoc.config import load_config
 
-    from damoc.workflow.preflight import pruning_warnings
-
-    cfg = load_config(args.config)
-    print(f"{args.config}: valid ({cfg.mode}, {len(cfg.candidates)} candidates, task {cfg.data.task})")
-    for line in pruning_warnings(cfg):
-        print(f"warning: {line}", file=sys.stderr)
+    overrides = dict(args.set or [])
+    cfg = load_config(args.config, overrides)
+    notes = _preflight(cfg, Path(args.config), overrides)  # exactly what `damoc run` checks before it starts
+    checked = "some references not checked here (note above)" if notes else "data, checkpoints and names checked"
+    print(f"{args.config}: valid ({cfg.mode}, {len(cfg.candidates)} candidates, task {cfg.data.task}; {checked})")
     return 0
 
 
@@ -214,25 +280,67 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_selection(path: str) -> dict[str, Any]:
+    from damoc.config import ConfigError
+    from damoc.selection.agreement import SelectionFormatError, check_selection
+
+    def no_constant(name: str) -> None:  # json accepts NaN/Infinity by default; a selection.json never has them
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=no_constant)
+    except RecursionError:
+        raise ConfigError(f"{path}: cannot read a selection.json: nested too deeply") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"{path}: cannot read a selection.json: {err}") from None
+    try:
+        check_selection(doc)
+    except SelectionFormatError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return doc
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from damoc.config import ConfigError
-    from damoc.selection.agreement import compare_selections
+    from damoc.selection.agreement import compare_selections, format_summary
 
-    docs = []
-    for path in (args.cheap, args.reference):
-        try:
-            doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ConfigError(f"{path}: cannot read a selection.json: {err}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("ranking"), list):
-            raise ConfigError(f"{path}: not a selection.json (no 'ranking' list)")
-        docs.append(doc)
-    result = compare_selections(*docs)
-    print(json.dumps(result, indent=2))  # also without a common candidate: it lists the missing and failed ones
+    cheap, reference = _read_selection(args.cheap), _read_selection(args.reference)
+    result = compare_selections(cheap, reference)
+    for line in result["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
+    # also without a common candidate: it lists the missing and failed ones
+    if args.json:
+        print(json.dumps(result, indent=2, allow_nan=False))
+    else:
+        names = (f"{cheap.get('mode') or 'cheap'} run", f"{reference.get('mode') or 'reference'} run")
+        print(format_summary(result, *names))
     if not result["candidates"]:
         raise ConfigError(f"{args.cheap} and {args.reference} rank no candidate in common (status ok in both): "
                           "nothing to compare (missing/failed lists above)")
     return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from damoc.config import load_config
+    from damoc.estimate import Assumptions, estimate, format_table
+
+    cfg = load_config(args.config, dict(args.set or []))
+    _check_relative_paths(cfg, Path(args.config), dict(args.set or []))
+    est = estimate(cfg, Assumptions(gpu_tflops=args.gpu_tflops, gate_pass=args.gate_pass,
+                                    prune_share=args.prune_share, compression_kept=args.compression_kept,
+                                    sample_rows=args.sample_rows))
+    print(json.dumps(est, indent=2) if args.json else format_table(est))
+    return 0
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got '{text}'") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
 
 
 def cmd_config_table(args: argparse.Namespace) -> int:
@@ -266,8 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
     cache_sub.add_parser("clear", help="delete every stored stage output").set_defaults(func=cmd_cache_clear)
 
-    val = sub.add_parser("validate", help="validate a run configuration and exit")
-    val.add_argument("config")
+    val = sub.add_parser("validate", help="check a run configuration as `damoc run` does before it starts (config, "
+                         "data files, checkpoints' config and tokenizer, zoo names) and exit")
+    val.add_argument("config", help="run configuration YAML")
+    val.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE",
+                     help="override a config key, as for `damoc run` (repeatable)")
     val.set_defaults(func=cmd_validate)
 
     comp = sub.add_parser("compile", help="compile the KFP pipeline to YAML")
@@ -293,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = data_sub.add_parser("demo", help="write a deterministic demo data set (train.jsonl, eval.jsonl)")
     from damoc.demo.data import TASKS as DEMO_TASKS
 
-    demo.add_argument("--task", choices=list(DEMO_TASKS), default="qa_long")
+    demo.add_argument("--task", choices=list(DEMO_TASKS), default="qa_long",
+                      help="which demo data set (default qa_long; README, CLI, lists what each is)")
     demo.add_argument("--out", required=True, help="output directory")
     demo.add_argument("--train", type=_positive_int, default=3000, help="training rows (default 3000)")
     demo.add_argument("--eval", type=_positive_int, default=300, help="evaluation rows (default 300)")
@@ -309,9 +421,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_cluster_commands(sub)  # upload, submit, schedule, status (kfp.Client; connection from the environment)
 
-    cmp_ = sub.add_parser("compare", help="agreement of a DaMoC selection with a grid-search one")
+    from damoc.cost import DEFAULT_GPU_TFLOPS, PAPER_GATE_PASS
+
+    est = sub.add_parser("estimate", help="projected FLOPs, GPU-hours and wall time of the run and of grid search, "
+                         "before running (parameter counts from configs, no weights loaded)")
+    est.add_argument("config", help="run configuration YAML")
+    est.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE",
+                     help="override a config key, as for `damoc run`")
+    est.add_argument("--gpu-tflops", type=float, default=DEFAULT_GPU_TFLOPS,
+                     help="sustained training throughput per GPU in TFLOP/s (default %(default)s: ~40%% of an "
+                     "H100's 989 dense bf16 peak)")
+    est.add_argument("--gate-pass", type=_fraction, default=PAPER_GATE_PASS, help="assumed share of compressed samples "
+                     "passing the BERTScore gate; failures train on their original text (default 0.92, the paper's)")
+    est.add_argument("--compression-kept", type=_fraction, help="expected kept fraction of the text tokens "
+                     "(default: gate-pass x compression.rate + 1 - gate-pass)")
+    est.add_argument("--prune-share", type=_fraction, help="share of layers pruned on candidates with a base_path "
+                     "(default: pruning.target_fraction under rule=fraction, else the paper's 0.25)")
+    est.add_argument("--sample-rows", type=_positive_int, default=200, help="rows tokenized per candidate")
+    est.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    est.set_defaults(func=cmd_estimate)
+
+    cmp_ = sub.add_parser("compare", help="agreement of a DaMoC selection with a grid-search one: top-1, tolerant "
+                          "top-1, Kendall tau, Spearman rho, time saved")
     cmp_.add_argument("cheap", help="selection.json of the DaMoC run")
-    cmp_.add_argument("reference", help="selection.json of the grid-search run")
+    cmp_.add_argument("reference", help="selection.json of the grid-search run (a warning if it is not one)")
+    cmp_.add_argument("--json", action="store_true", help="print the full comparison as JSON (for scripts)")
     cmp_.set_defaults(func=cmd_compare)
     return p
 
@@ -324,20 +458,30 @@ def _default_threads() -> None:
 
 
 def _error(text: str) -> None:
-    print(f"error: {strip_ansi(text)}", file=sys.stderr)
+    from damoc.storage import redact_uri
+
+    print(f"error: {redact_uri(strip_ansi(text))}", file=sys.stderr)  # never a password from a URI
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit codes: 0 ok, 1 the run failed, 2 bad input (one `error:` line, or one per bad row), 130 interrupted.
+    """Exit codes: 0 ok; 1 the run failed (one line naming the task and its log); 2 bad input found before or
+    while validating (one `error:` line, or one per bad row); 130 Ctrl-C, 143 SIGTERM.
     No traceback unless --debug (or DAMOC_DEBUG=1)."""
     _default_threads()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("DAMOC_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except BadOverride as err:
+        if debug:
+            raise
+        _error(str(err))
+        return 2
     from damoc.config import ConfigError
     from damoc.data.io import DataError
     from damoc.storage import StorageError
+    from damoc_pipelines.local_runner import ForeignOutput, OutputLocked, TaskError
 
     try:
         return args.func(args)
@@ -349,21 +493,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(f"interrupted ({what}): stopped, task processes included; the output directory still holds the "
                "last completed run's results")
         return 128 + signum
-    except (ConfigError, DataError, StorageError, UsageError) as err:
+    except (ConfigError, DataError, StorageError, UsageError, OutputLocked, ForeignOutput) as err:
         if debug:
             raise
         _error(str(err))
         return 2
-    except OSError as err:  # e.g. an output directory that cannot be written
+    except TaskError as err:  # an internal failure once the run started: never the bad-input code
+        if debug:
+            raise
+        _error(f"run failed: {err}; earlier results in the output directory were left as they were")
+        return 1
+    except OSError as err:  # before the run started, e.g. an output directory that cannot be written
         if debug:
             raise
         _error(f"{err.filename or ''}{': ' if err.filename else ''}{err.strerror or err}")
         return 2
-    except RuntimeError as err:  # kfp.local reports a failed task this way; its log is printed above
+    except Exception as err:  # noqa: BLE001 — kfp.local reports a failed task as RuntimeError; any other bug
         if debug:
             raise
-        _error(f"run failed: {err}\n(earlier results in the output directory were left as they were; "
-               "add --debug for a traceback)")
+        first = strip_ansi(str(err)).strip().splitlines()
+        _error(f"run failed: {type(err).__name__}: {first[0] if first else ''} (earlier results in the output "
+               "directory were left as they were; add --debug for a traceback)")
         return 1
 
 

@@ -45,13 +45,20 @@ def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
+    import tempfile
+
     from damoc.cluster import kfp_client as k
+    from damoc.cluster.pipeline_images import rewrite_package
 
     package = Path(args.package) if args.package else k.default_package_path()
     if not package.is_file():
         raise k.KfpError(f"pipeline package not found: {package} (run `damoc compile` or pass --package)")
-    client = k.make_client()
-    res = k.upload_pipeline(client, package, name=args.name, version=args.version)
+    with tempfile.TemporaryDirectory(prefix="damoc-upload-") as tmp:
+        # Another image is another package: its content-derived version name differs, so it adds a version.
+        package = rewrite_package(package, Path(tmp) / package.name, component=args.image_component,
+                                  training=args.image_training)
+        client = k.make_client()
+        res = k.upload_pipeline(client, package, name=args.name, version=args.version)
     what = "uploaded new version" if res.created_version else "version already present:"
     print(f"pipeline {args.name!r}: {what} {res.version_name!r} "
           f"(pipeline_id={res.pipeline_id}, version_id={res.pipeline_version_id})")
@@ -66,7 +73,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     client = k.make_client()
     run_id = k.submit_run(client, params, experiment=args.experiment, run_name=run_name,
                           pipeline_name=args.pipeline, version=args.pipeline_version,
-                          package_path=args.package, service_account=args.service_account)
+                          package_path=args.package, service_account=args.service_account,
+                          enable_caching=False if args.no_cache else None)
     print(f"submitted run {run_name!r}: run_id={run_id}")
     return 0
 
@@ -80,7 +88,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     res = k.schedule_run(client, params, args.cron, name=args.name, experiment=args.experiment,
                          pipeline_name=args.pipeline, version=args.pipeline_version,
                          max_concurrency=args.max_concurrency, service_account=args.service_account,
-                         enabled=not args.disabled)
+                         enabled=not args.disabled, enable_caching=False if args.no_cache else None)
     print(f"recurring run {args.name!r} {res.action}: id={res.recurring_run_id} cron='{res.cron}' "
           f"version_id={res.pipeline_version_id}")
     return 0
@@ -104,6 +112,13 @@ def _pipeline_ref(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline-version", metavar="VERSION", help="pipeline version name (default: the newest)")
 
 
+def _cache_switch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-cache", action="store_true",
+                   help="run every task afresh. By default KFP's cache serves a task only for identical inputs, "
+                   "and the data-reading tasks are keyed on the data's content (ETag/hash), so a rewritten "
+                   "data file is read again")
+
+
 def add_cluster_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register upload, submit, schedule and status on an existing `add_subparsers()` object."""
     up = subparsers.add_parser(
@@ -114,6 +129,12 @@ def add_cluster_commands(subparsers: argparse._SubParsersAction) -> None:
                                       "package adds nothing)")
     up.add_argument("--package", help="compiled pipeline YAML (default $DAMOC_PIPELINE_PACKAGE or "
                                       "pipelines/compiled/damoc_pipeline.yaml)")
+    up.add_argument("--image-component", metavar="IMAGE",
+                    help="image of the CPU tasks (validation, data stages, pruning, ranking) instead of the "
+                    "package's (e.g. a registry mirror of ghcr.io/damoc-project/damoc)")
+    up.add_argument("--image-training", metavar="IMAGE",
+                    help="image of the GPU tasks (fine-tune, evaluate) instead of the package's (the CUDA "
+                    "training image, docker/Dockerfile.train)")
     up.set_defaults(func=_guarded(cmd_upload))
 
     sub = subparsers.add_parser("submit", help="start one KFP run from a run configuration", epilog=ENV_HELP)
@@ -127,6 +148,7 @@ def add_cluster_commands(subparsers: argparse._SubParsersAction) -> None:
                      help="Kubernetes ServiceAccount for the run's pods: the Helm chart's runner account "
                      "(serviceAccount.name) has exactly the RBAC the pipeline needs (default: "
                      "$DAMOC_SERVICE_ACCOUNT, else the namespace's KFP default)")
+    _cache_switch(sub)
     sub.set_defaults(func=_guarded(cmd_submit))
 
     sch = subparsers.add_parser(
@@ -145,6 +167,7 @@ def add_cluster_commands(subparsers: argparse._SubParsersAction) -> None:
                      "(serviceAccount.name) has exactly the RBAC the pipeline needs (default: "
                      "$DAMOC_SERVICE_ACCOUNT, else the namespace's KFP default)")
     sch.add_argument("--disabled", action="store_true", help="create it paused")
+    _cache_switch(sch)
     sch.set_defaults(func=_guarded(cmd_schedule))
 
     st = subparsers.add_parser("status", help="state of a KFP run", epilog=ENV_HELP)

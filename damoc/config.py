@@ -19,6 +19,14 @@ class ConfigError(ValueError):
     """A run configuration that cannot be used; the message names the file, key and fix."""
 
 
+def did_you_mean(value: str, choices: Any) -> str:
+    """' (did you mean X?)' for a near miss among `choices` (difflib), else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 class _Section(BaseModel):
     # allow_inf_nan=False: `learning_rate: .inf` is bad input, not a run that dies in serialisation.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
@@ -30,7 +38,8 @@ def _registered(registry_module: str, registry_name: str, value: str) -> str:
 
     registry = getattr(importlib.import_module(registry_module), registry_name)
     if value not in registry:
-        raise ValueError(f"unknown {registry.kind} '{value}'; available: {', '.join(registry.names())}")
+        raise ValueError(f"unknown {registry.kind} '{value}'{did_you_mean(value, registry.names())}; "
+                         f"available: {', '.join(registry.names())}")
     return value
 
 
@@ -45,7 +54,8 @@ def _method_options(registry_module: str, registry_name: str, kind: str, options
     out: dict[str, dict[str, Any]] = {}
     for name in sorted(set(options) | ({chosen} if chosen else set())):
         if name not in registry:
-            raise ValueError(f"'{name}' is not a {kind}; available: {', '.join(registry.names())}")
+            raise ValueError(f"'{name}' is not a {kind}{did_you_mean(name, registry.names())}; "
+                             f"available: {', '.join(registry.names())}")
         out[name] = validate_settings(registry.get(name), options.get(name), name).model_dump(mode="json",
                                                                                            by_alias=True)
     return out
@@ -234,7 +244,8 @@ class CompressionConfig(_Section):
         from damoc.compression.rewriters import REWRITERS
 
         if value not in REWRITERS:
-            raise ValueError(f"unknown rewriter backend {value!r}; available: {', '.join(REWRITERS.names())}")
+            raise ValueError(f"unknown rewriter backend {value!r}{did_you_mean(value, REWRITERS.names())}; "
+                             f"available: {', '.join(REWRITERS.names())}")
         return value
 
     @field_validator("rewriter_options")
@@ -302,6 +313,47 @@ class PruningConfig(_Section):
         return self.method != "laco"
 
 
+def _positive_quantity(value: str, key: str) -> str:
+    from kubernetes.utils import parse_quantity
+
+    try:
+        ok = parse_quantity(value) > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{key} {value!r} is not a positive Kubernetes quantity (e.g. 8, 500m, 64Gi)")
+    return value
+
+
+class TrainJobSettings(_Section):
+    """launcher trainjob: a Kubeflow Trainer v2 TrainJob per candidate (damoc.cluster.trainjob)."""
+
+    runtime: str = Field("torch-distributed", min_length=1, max_length=253, description="name of the training "
+                         "runtime the TrainJob references (e.g. torch-distributed, deepspeed-distributed, or the "
+                         "chart's damoc-torch)")
+    runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = Field(
+        "ClusterTrainingRuntime", description="cluster-wide runtime, or a TrainingRuntime in the job's namespace")
+    ml_policy: Literal["torch", "mpi"] = Field(
+        "torch", description="the runtime's mlPolicy: torch (torchrun in every node; DeepSpeed ZeRO via "
+        "training.deepspeed) or mpi (deepspeed-distributed: mpirun from the launcher; image needs OpenMPI and sshd)")
+    nodes: int = Field(1, ge=1, description="numNodes: training nodes (pods)")
+    gpus_per_node: int = Field(1, ge=0, description="GPUs requested per node (0: CPU-only); numProcPerNode is "
+                               "training.processes, else this (at least 1)")
+    cpu: str = Field("8", description="CPU request = limit per node")
+    memory: str = Field("64Gi", description="memory request = limit per node")
+    shm_size: str = Field("16Gi", description="memory-backed /dev/shm per node (counts against memory)")
+    timeout_s: float = Field(86400.0, gt=0.0, description="seconds to wait for the TrainJob before it is "
+                             "deleted and the candidate fails")
+    poll_s: float = Field(30.0, gt=0.0, description="seconds between status polls")
+    active_deadline_s: int | None = Field(None, ge=1, description="spec.activeDeadlineSeconds: Trainer fails the "
+                                          "job after this long (null: no deadline besides timeout_s)")
+
+    @field_validator("cpu", "memory", "shm_size")
+    @classmethod
+    def _quantity(cls, value: str, info: ValidationInfo) -> str:
+        return _positive_quantity(value, f"training.trainjob.{info.field_name}")
+
+
 class TrainingConfig(_Section):
     """Stage 4: fine-tune every (compressed) candidate."""
 
@@ -313,6 +365,10 @@ class TrainingConfig(_Section):
     epochs: float = Field(1.0, gt=0.0, description="passes over the training samples")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps per candidate; overrides epochs "
                                   "(a fixed budget however small the filtered set); null: epochs decide")
+    proxy_steps: int | None = Field(None, ge=1, description="optimizer steps per candidate in mode damoc only "
+                                    "(the proxies: the same budget for every candidate whatever the filtered set "
+                                    "holds; overrides epochs and max_steps there); grid_search ignores it; null: "
+                                    "epochs/max_steps decide")
     learning_rate: float = Field(1e-3, gt=0.0, description="peak learning rate (reached after warmup; then "
                                  "lr_scheduler)")
     batch_size: int = Field(16, ge=1, description="samples per optimizer step over all processes (effective batch "
@@ -350,25 +406,34 @@ class TrainingConfig(_Section):
     save_steps: int | None = Field(None, ge=1, description="write a resumable checkpoint every N optimizer steps "
                                    "next to the output; a rerun with the same model, data and settings resumes "
                                    "from the last one; null: no checkpoints")
-    processes: int | None = Field(None, ge=1, description="training processes per node (torchrun, pytorchjob); "
-                                  "null: the GPUs visible, else 1")
-    nodes: int = Field(1, ge=1, description="pytorchjob: nodes (replicas: one master + nodes-1 workers)")
-    gpus_per_node: int = Field(1, ge=0, description="pytorchjob: GPUs requested per node (0: CPU-only pods)")
-    image: str | None = Field(None, description="pytorchjob: training container image; null: "
+    processes: int | None = Field(None, ge=1, description="training processes per node (torchrun, pytorchjob, "
+                                  "trainjob); null: the GPUs visible, else 1")
+    nodes: int = Field(1, ge=1, description="pytorchjob (legacy): nodes (replicas: one master + nodes-1 workers)")
+    gpus_per_node: int = Field(1, ge=0, description="pytorchjob (legacy): GPUs requested per node (0: CPU-only pods)")
+    image: str | None = Field(None, description="pytorchjob, trainjob: training container image; null: "
                               "$DAMOC_TRAINING_IMAGE (the namespace and S3 secret name also come from the "
                               "environment, see damoc.training.launchers)")
-    staging_uri: str | None = Field(None, description="pytorchjob: s3:// prefix where the job's pods read the "
-                                    "model and samples and write the trained model; null: "
+    staging_uri: str | None = Field(None, description="pytorchjob, trainjob: s3:// prefix where the job's pods "
+                                    "read the model and samples and write the trained model; null: "
                                     "$DAMOC_TRAINING_STAGING_URI")
     checkpoint_uri: str | None = Field(None, description="with save_steps: where checkpoints are mirrored, an "
                                        "s3://bucket/prefix or a shared-volume path (<uri>/<run fingerprint>/"
                                        "checkpoint-<step>/, the last two kept), so a rerun on a fresh disk (a "
                                        "preempted pod) resumes from the last one; null: local disk only")
+    trainjob: TrainJobSettings = Field(TrainJobSettings(), description="launcher trainjob (Kubeflow Trainer v2): "
+                                       "runtime, nodes, GPUs and resources per node, wait")
 
     @field_validator("launcher")
     @classmethod
     def _known_launcher(cls, value: str) -> str:
         return _registered("damoc.training.launchers", "LAUNCHERS", value)
+
+    def for_mode(self, mode: str) -> "TrainingConfig":
+        """The settings a candidate is trained with in `mode`: damoc proxies get proxy_steps as their step
+        budget when set; grid search (the ground truth) keeps epochs/max_steps."""
+        if mode != "damoc" or self.proxy_steps is None:
+            return self
+        return self.model_copy(update={"max_steps": self.proxy_steps})
 
     @field_validator("checkpoint_uri")
     @classmethod
@@ -409,6 +474,11 @@ class EvaluationConfig(_Section):
                                   "(over eval rows) of the gap to the winner at this level includes 0 are "
                                   "reported as tied with it")
     bootstrap_samples: int = Field(1000, ge=100, description="bootstrap resamples of the eval rows")
+    sequential: bool = Field(True, description="report how many eval rows the ranking needed: looks after "
+                             "`sequential_block` rows, then doubling (file order), until the paired bootstrap "
+                             "separates the leader from every rival at tie_confidence (Bonferroni over the looks); "
+                             "selection.json `sequential_eval` (rows used, saving); the ranking uses every row")
+    sequential_block: int = Field(20, ge=1, description="eval rows at the sequential decision's first look")
 
 
 # The quantity forms KFP's compiler accepts (kfp.dsl.PipelineTask.set_cpu_*/set_memory_*).
@@ -560,18 +630,65 @@ SECTIONS: tuple[str, ...] = ("data", "filter", "compression", "pruning", "traini
 MOVED_KEYS = {"filter.graphcut_lambda": "filter.options.graphcut.lambda"}
 
 
-def _format_error(source: str, err: ValidationError) -> str:
-    lines = [f"invalid run configuration in {source}:"]
+def _section_keys(loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys the schema allows where `loc` points (its parent section), or None if that is not a section."""
+    import typing
+
+    model: Any = RunConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue  # a list item (candidates.0): its element type was taken below
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        model = fields[part].annotation
+        for _ in range(3):  # list[Candidate], X | None: the model inside
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                break
+            args = [a for a in typing.get_args(model) if a is not type(None)]
+            model = args[0] if args else None
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unknown_key(key: str, loc: tuple[Any, ...]) -> str:
+    if key in MOVED_KEYS:
+        return f"moved to {MOVED_KEYS[key]}"
+    import difflib
+
+    close = difflib.get_close_matches(str(loc[-1]), _section_keys(loc[:-1]) or [], n=1, cutoff=0.6)
+    prefix = key.rpartition(".")[0]
+    hint = f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else ""
+    return f"unknown key{hint} (keys: `damoc config table`, README 'Run configuration')"
+
+
+def _blamed_override(key: str, overrides: tuple[str, ...]) -> str | None:
+    """The --set key that wrote `key` (or a section above it), if any."""
+    for dotted in overrides:
+        if key == dotted or key.startswith(dotted + "."):
+            return dotted
+    return None
+
+
+def _format_error(source: str, err: ValidationError, overrides: tuple[str, ...] = ()) -> str:
+    lines = []
+    blamed_all = True
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = (f"moved to {MOVED_KEYS[key]}" if key in MOVED_KEYS
-                   else "unknown key (check spelling; see README 'Run configuration')")
+            msg = _unknown_key(key, tuple(e["loc"]))
         elif e["type"] == "missing":
             msg = "required key is missing"
-        lines.append(f"  {key}: {msg}")
-    return "\n".join(lines)
+        blamed = _blamed_override(key, overrides)
+        if blamed is not None:  # the value came from the command line, not from the file
+            lines.append(f"  --set {key}: {msg}")
+            continue
+        blamed_all = False
+        below = [o for o in overrides if o.startswith(key + ".")]  # a section check over a --set value
+        lines.append(f"  {key}: {msg}" + (f" (with --set {', '.join(below)})" if below else ""))
+    head = (f"invalid --set value (applied to {source}):" if blamed_all and overrides
+            else f"invalid run configuration in {source}:")
+    return "\n".join([head, *lines])
 
 
 def _resolve_relative(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
@@ -607,13 +724,14 @@ def _resolve_relative(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     return raw
 
 
-def parse_config(raw: Any, source: str = "<config>") -> RunConfig:
+def parse_config(raw: Any, source: str = "<config>", overrides: tuple[str, ...] = ()) -> RunConfig:
+    """Validate a config mapping; `overrides` are the dotted keys set with --set (errors there blame --set)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid run configuration in {source}: the top level must be a mapping of keys")
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_error(source, err)) from None
+        raise ConfigError(_format_error(source, err, overrides)) from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -650,15 +768,25 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         raw = _resolve_relative(raw, path.resolve().parent)
         for dotted, value in (overrides or {}).items():
             _set_dotted(raw, dotted, value)
-    return parse_config(raw, str(path))
+    return parse_config(raw, str(path), tuple(overrides or {}))
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
-    node = raw
-    for depth, part in enumerate(parts[:-1]):
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {dotted}: '{'.'.join(parts[:depth + 1])}' is not a section "
+    node: Any = raw
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):  # candidates.0.path: an item of a list, by index
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {dotted}: '{part}' is not an index of '{'.'.join(parts[:depth])}' "
+                                  f"(0 to {len(node) - 1})")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: '{'.'.join(parts[:depth])}' is not a section "
                               "(see `damoc config table` for the keys)")
-    node[parts[-1]] = value
+        if last:
+            node[part] = value
+        elif isinstance(node, dict):
+            node = node.setdefault(part, {})
+        else:
+            node = node[part]

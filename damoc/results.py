@@ -47,9 +47,16 @@ class CandidateResult(_Result):
         return result.seconds if result else 0.0
 
     def diverged(self) -> bool:
-        """Its training ended with a non-finite loss (the train stage's stats say so)."""
+        """Its training diverged: a non-finite loss, or a final loss far above the untrained model's (the train
+        stage's stats say so, damoc.training.finetune.diverged)."""
         train = self.stages.get("train")
-        return train is not None and train.stats.get("loss_is_finite") is False
+        return train is not None and (train.stats.get("loss_is_finite") is False
+                                      or train.stats.get("diverged") is True)
+
+    def degenerate(self) -> str | None:
+        """Why its answers are degenerate (mostly empty or identical: damoc.evaluation.degenerate), else None."""
+        ev = self.stages.get("evaluate")
+        return ev.stats.get("degenerate") or None if ev is not None else None
 
     def layers(self) -> str | None:
         """'kept/total' layers when pruning ran, else None."""

@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -57,8 +58,21 @@ INCOMPLETE_MARKER = ".damoc-upload-incomplete"
 _BUCKET_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 
 
+# scheme://userinfo@ — the userinfo runs to the last "@" before the host ends (raw or %-encoded passwords alike)
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#'\"<>]*@")
+
+
+def redact_uri(text: str) -> str:
+    """`text` with the userinfo (user:password@) of every URI in it removed: what every message showing an
+    endpoint or URI passes through."""
+    return _USERINFO.sub(r"\1", str(text))
+
+
 class StorageError(Exception):
-    """A path that cannot be read or written; the message names the URI and what to fix."""
+    """A path that cannot be read or written; the message names the URI and what to fix (never a password)."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(redact_uri(str(message)))
 
 
 # --------------------------------------------------------------------------- URIs
@@ -121,7 +135,11 @@ def _first_env(names: tuple[str, ...]) -> str | None:
 
 
 def _parse_endpoint(raw: str) -> tuple[str, bool]:
-    """`host:port` or `http(s)://host:port[/]` -> (host:port, secure)."""
+    """`host:port` or `http(s)://host:port[/]` -> (host:port, secure). Credentials are refused first, and
+    no message echoes them."""
+    if "@" in raw:  # user:password@ (or an encoded one): say so without echoing the value
+        raise StorageError(f"S3 endpoint {redact_uri(raw).split('@')[-1]!r} must not contain credentials "
+                           "(user:password@); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead")
     if "://" not in raw:
         host, secure = raw.rstrip("/"), True
     else:
@@ -246,7 +264,7 @@ def _scrub(text: str) -> str:
         value = os.environ.get(name, "").strip()
         if len(value) >= 4:
             text = text.replace(value, "***")
-    return text
+    return redact_uri(text)
 
 
 def _s3_error_message(action: str, uri: str, err: S3Error) -> str:

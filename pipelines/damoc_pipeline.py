@@ -6,14 +6,24 @@ the config schema (damoc.config_params); a test fails if this signature and the 
 `mode="grid_search"` runs the same graph with filtering, compression and pruning switched off.
 Per-task CPU/memory requests and limits and accelerators come from the config's `resources` section, applied
 when the pipeline is built (build_pipeline), not as parameters.
+
+Caching (a scheduled service re-runs the same parameters): validate-config is a pure function of its
+parameters; fingerprint-data is never cached and hands the data files' content fingerprint to prepare-data,
+so prepare-data and everything after it are served from KFP's cache only while the data is unchanged; the
+rank task is never cached (it writes to output_uri and reads the run's start time). `damoc submit/schedule
+--no-cache` switches caching off for every task.
+Retries with exponential back-off on the GPU tasks and the tasks that talk to the object store (RETRIED).
+Images: the training image on the GPU tasks (fine-tune, evaluate), the component image elsewhere
+(damoc_components.images; `damoc upload --image-*` rewrites them per family).
 """
 from kfp import dsl, kubernetes
 
+from damoc.cluster.deploy_settings import CONFIG_MAP_NAME, keys_for_task
 from damoc.config import ResourcesConfig, TaskResources
 from damoc.config_params import pipeline_defaults, pipeline_docstring
 from damoc_components.candidate import evaluate_model, finetune_model, prune_model
 from damoc_components.config import validate_config
-from damoc_components.data import compress_data, filter_data, prepare_data
+from damoc_components.data import compress_data, filter_data, fingerprint_data, prepare_data
 from damoc_components.rank import rank_candidates
 
 PIPELINE_NAME = "damoc-selection"
@@ -27,7 +37,13 @@ S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DAMOC_S3_ENDPOI
 # judge; compress: the rewriter). Each optional: a run without endpoints needs no such Secret.
 API_KEY_SECRET_KEYS = ("DAMOC_REWRITER_API_KEY", "OPENAI_API_KEY")
 ENDPOINT_TASKS = ("filter", "compress")
-DEFAULTS_CONFIG_MAP = "damoc-defaults"  # the Helm chart's ConfigMap (DAMOC_REWRITER_URL, ...); optional
+DEFAULTS_CONFIG_MAP = CONFIG_MAP_NAME  # the Helm chart's ConfigMap (damoc.cluster.deploy_settings); optional
+# Tasks retried on failure (a candidate's own failure is recorded in its result, never raised, so a retry
+# only repeats what failed around it: a preempted GPU node, an object-store outage, an evicted pod).
+RETRIED = ("fingerprint-data", "prepare-data", "prune-model", "finetune-model", "evaluate-model",
+           "rank-candidates")
+RETRY = {"num_retries": 3, "backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "1800s"}
+UNCACHED = ("fingerprint-data", "rank-candidates")
 _D = pipeline_defaults()
 
 
@@ -62,12 +78,18 @@ def build_pipeline(resources: ResourcesConfig | None = None):
 
     def task(component_task: dsl.PipelineTask, name: str, s3_secret_name: str,
              api_key_secret_name: str | None = None) -> dsl.PipelineTask:
+        task_name = component_task.component_spec.name.replace("_", "-")
         if api_key_secret_name is not None:
             kubernetes.use_secret_as_env(component_task, secret_name=api_key_secret_name, optional=True,
                                          secret_key_to_env={k: k for k in API_KEY_SECRET_KEYS})
+        settings = keys_for_task(task_name)
+        if settings:
             kubernetes.use_config_map_as_env(component_task, config_map_name=DEFAULTS_CONFIG_MAP, optional=True,
-                                             config_map_key_to_env={"DAMOC_REWRITER_URL": "DAMOC_REWRITER_URL",
-                                                                    "DAMOC_REWRITER_MODEL": "DAMOC_REWRITER_MODEL"})
+                                             config_map_key_to_env=settings)
+        if task_name in RETRIED:
+            component_task.set_retry(**RETRY)
+        if task_name in UNCACHED:
+            component_task.set_caching_options(False)
         return _sized(_harden(component_task, s3_secret_name), getattr(res, name), res.accelerator_type)
 
     def damoc_pipeline(
@@ -88,9 +110,11 @@ def build_pipeline(resources: ResourcesConfig | None = None):
             training=training, evaluation=evaluation,
         ).set_display_name("validate config"), "validate_config", s3_secret_name)
         cfg = config.outputs["config"]
-
-        prepared = task(prepare_data(config=cfg).set_display_name("load + validate data"), "prepare",
+        snapshot = task(fingerprint_data(config=cfg).set_display_name("fingerprint data"), "validate_config",
                         s3_secret_name)
+
+        prepared = task(prepare_data(config=cfg, data_fingerprint=snapshot.outputs["fingerprint"])
+                        .set_display_name("load + validate data"), "prepare", s3_secret_name)
         filtered = task(filter_data(config=cfg, train=prepared.outputs["train"]).set_display_name("filter"),
                         "filter", s3_secret_name, api_key_secret_name)
         compressed = task(compress_data(config=cfg, train=filtered.outputs["selected"])
@@ -109,7 +133,7 @@ def build_pipeline(resources: ResourcesConfig | None = None):
         ranked = task(rank_candidates(
             config=cfg, results=dsl.Collected(evaluated.outputs["result"]), prepare_stats=prepared.outputs["stats"],
             filter_stats=filtered.outputs["stats"], compress_stats=compressed.outputs["stats"],
-            started_at=config.outputs["started_at"], output_uri=output_uri,
+            started_at=snapshot.outputs["started_at"], output_uri=output_uri,
         ).set_display_name("rank + report"), "rank", s3_secret_name)
         return ranked.outputs["selected"]
 

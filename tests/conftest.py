@@ -135,3 +135,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _task_starts_allowed_again():
+    """A stopped run leaves pipelines.local_runner refusing new task processes (in a CLI process, kfp.local's
+    loop threads must not go on after Ctrl-C); tests share one process, so each test starts allowed."""
+    yield
+    import sys
+
+    runner = sys.modules.get("damoc_pipelines.local_runner")
+    if runner is not None and runner._refusing.is_set():
+        import subprocess
+
+        from kfp.local import subprocess_task_handler
+
+        runner._refusing.clear()
+        subprocess_task_handler.subprocess = subprocess

@@ -7,11 +7,11 @@ from damoc.cli import main
 from damoc.selection.agreement import compare_selections, coverage, method_agreement
 
 
-def _doc(ranking, selected=None, methods=None):
+def _doc(ranking, selected=None, methods=None, mode="grid_search", total=10.0, tied=()):
     """A hand-made selection.json: ranking rows (candidate, score or None for failed)."""
     rows = [{"candidate": c, "score": s, "status": "ok" if s is not None else "failed"} for c, s in ranking]
-    return {"selected": selected, "ranking": rows, "methods": methods,
-            "cost": {"total_seconds": 10.0, "train_seconds": {c: 1.0 for c, _ in ranking}}}
+    return {"mode": mode, "selected": selected, "ranking": rows, "methods": methods, "tied_with_winner": list(tied),
+            "cost": {"total_seconds": total, "train_seconds": {c: 1.0 for c, _ in ranking}}}
 
 
 def _methods(chosen, selected):
@@ -59,7 +59,7 @@ def test_compare_cli_lists_missing_candidates_then_exits_2_when_nothing_is_share
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(_doc([("a", 0.5), ("b", None)], selected="a")))
     b.write_text(json.dumps(_doc([("b", 0.7), ("c", 0.1)], selected="b")))
-    assert main(["compare", str(a), str(b)]) == 2
+    assert main(["compare", str(a), str(b), "--json"]) == 2
     captured = capsys.readouterr()
     printed = json.loads(captured.out)
     assert printed["missing_in_cheap"] == ["c"] and printed["missing_in_reference"] == ["a"]
@@ -73,6 +73,84 @@ def test_compare_cli_reports_method_agreement(tmp_path, capsys):
     a.write_text(json.dumps(_doc([("a@full", 0.9), ("b@lora", 0.4)], "a@full", _methods(chosen, ("a", "full")))))
     b.write_text(json.dumps(_doc([("a@full", 0.8), ("b@lora", 0.6)], "a@full",
                                  _methods({**chosen, "b": "full"}, ("a", "full")))))
-    assert main(["compare", str(a), str(b)]) == 0
+    assert main(["compare", str(a), str(b), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["top1_agree"] is True and printed["methods"]["agreement_rate"] == 0.5
+
+
+def _files(tmp_path, cheap, reference):
+    a, b = tmp_path / "cheap.json", tmp_path / "ref.json"
+    a.write_text(json.dumps(cheap) if isinstance(cheap, dict) else cheap)
+    b.write_text(json.dumps(reference) if isinstance(reference, dict) else reference)
+    return str(a), str(b)
+
+
+def test_summary_for_people_and_json_for_machines(tmp_path, capsys):
+    cheap = _doc([("a", -1.0), ("b", -2.0), ("c", -3.0)], selected="a", mode="damoc", total=50.0)
+    ref = _doc([("a", 0.5), ("b", 0.6), ("c", 0.1)], selected="b", total=400.0, tied=["a"])
+    a, b = _files(tmp_path, cheap, ref)
+    assert main(["compare", a, b]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""  # the reference is a grid_search run: no warning
+    lines = captured.out.splitlines()
+    assert lines[0] == "damoc run vs grid_search run: 3 candidate(s) ranked in both"
+    assert "  top-1:           differ (a vs b)" in lines
+    assert "  tolerant top-1:  yes (tied with the reference's winner)" in lines
+    assert "  Kendall \u03c4:       0.33" in lines and "  Spearman \u03c1:      0.50" in lines  # a,b swapped, c last
+    assert any(line.startswith("  savings:         wall time 8.0x less (50.0 s vs 400.0 s, 88% saved)")
+               for line in lines)
+    assert not captured.out.lstrip().startswith("{")
+    assert main(["compare", a, b, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["top1_agree"] is False and result["tolerant_top1_agree"] is True
+    assert result["kendall_tau"] == pytest.approx(1 / 3) and result["wall_time_ratio"] == pytest.approx(8.0)
+
+
+def test_a_reference_that_is_not_grid_search_is_warned_about(tmp_path, capsys):
+    cheap = _doc([("a", 0.9), ("b", 0.5)], selected="a", mode="damoc")
+    a, b = _files(tmp_path, cheap, {**cheap, "mode": "damoc"})
+    assert main(["compare", a, b]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: the reference is a 'damoc' run, not grid_search") and err.count("\n") == 1
+    del cheap["mode"]
+    a, b = _files(tmp_path, cheap, cheap)
+    assert main(["compare", a, b, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "unknown mode" in captured.err and json.loads(captured.out)["warnings"]
+
+
+@pytest.mark.parametrize("ranking,needle", [
+    (["a", "b"], "ranking[0]: expected an object, got str"),
+    ([{"candidate": 3, "status": "ok", "score": 1.0}], "ranking[0].candidate: expected a name"),
+    ([{"candidate": "a", "status": "ok", "score": "high"}], "ranking[0].score: status ok needs a finite number"),
+    ([{"candidate": "a", "status": "ok", "score": None}], "ranking[0].score"),
+])
+def test_malformed_ranking_entries_are_one_error_line(tmp_path, capsys, ranking, needle):
+    good = _doc([("a", 0.9)], selected="a")
+    a, b = _files(tmp_path, {**good, "ranking": ranking}, good)
+    assert main(["compare", a, b]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {a}: {needle}" + err.split(needle, 1)[1] and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_very_deep_json_is_an_error_not_a_crash(tmp_path, capsys):
+    good = json.dumps(_doc([("a", 0.9)], selected="a"))
+    a, b = _files(tmp_path, "[" * 200_000 + "]" * 200_000, good)
+    assert main(["compare", a, b]) == 2
+    assert capsys.readouterr().err == f"error: {a}: cannot read a selection.json: nested too deeply\n"
+
+
+def test_nan_is_refused_on_input_and_never_printed(tmp_path, capsys):
+    good = _doc([("a", 0.9), ("b", 0.5)], selected="a")
+    a, b = _files(tmp_path, json.dumps(good).replace("0.9", "NaN"), good)
+    assert main(["compare", a, b]) == 2
+    assert "NaN is not valid JSON" in capsys.readouterr().err
+    # constant scores: tau and rho are undefined (NaN in scipy); the output stays valid JSON with null
+    flat = _doc([("a", 0.5), ("b", 0.5)], selected="a")
+    a, b = _files(tmp_path, flat, good)
+    assert main(["compare", a, b, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "NaN" not in out and json.loads(out)["kendall_tau"] is None
+    assert main(["compare", a, b]) == 0
+    assert "  Kendall \u03c4:       n/a" in capsys.readouterr().out.splitlines()

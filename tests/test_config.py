@@ -169,9 +169,9 @@ def test_validate_component_rebuilds_the_config(tmp_path):
 
     cfg = parse_config({**MINIMAL, "filter": {"ratio": 0.1}})
     artifact = SimpleNamespace(path=str(tmp_path / "config.json"), metadata={})
-    out = validate_config.python_func(**to_pipeline_arguments(cfg), config=artifact)
+    validate_config.python_func(**to_pipeline_arguments(cfg), config=artifact)
     assert RunConfig.model_validate_json((tmp_path / "config.json").read_text()) == cfg
-    assert out.started_at > 0
+    assert artifact.metadata["candidates"] == len(cfg.candidates)  # started_at: fingerprint-data (uncached)
 
 
 def test_empty_required_data_keys_are_reported_missing():
@@ -191,3 +191,32 @@ def test_duplicate_keys_and_non_utf8_configs_are_bad_input(tmp_path):
     latin.write_bytes("mode: damoc  # caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="not UTF-8 text"):
         load_config(latin)
+
+
+def test_unknown_keys_and_names_get_a_did_you_mean():
+    doc = {**MINIMAL, "trainig": {}, "training": {"learnig_rate": 0.1}, "filter": {"method": "graphcutt"},
+           "candidates": [{"name": "a", "path": "/m/a", "base_pth": "/m/b"}]}
+    text = str(pytest.raises(ConfigError, parse_config, doc).value)
+    assert "  trainig: unknown key; did you mean training?" in text
+    assert "  training.learnig_rate: unknown key; did you mean training.learning_rate?" in text
+    assert "  candidates.0.base_pth: unknown key; did you mean candidates.0.base_path?" in text
+    assert "unknown filtering method 'graphcutt' (did you mean graphcut?); available:" in text
+    # nothing close: no guess, still the pointer to the key list
+    text = str(pytest.raises(ConfigError, parse_config, {**MINIMAL, "zzz": 1}).value)
+    assert "  zzz: unknown key (keys: `damoc config table`" in text and "did you mean" not in text
+
+
+def test_set_errors_are_blamed_on_set_not_on_the_file(tmp_path):
+    path = _write(tmp_path, MINIMAL)
+    text = str(pytest.raises(ConfigError, load_config, path, {"filter.ratio": 3}).value)
+    assert text.startswith(f"invalid --set value (applied to {path}):")
+    assert "  --set filter.ratio: Input should be less than or equal to 1" in text
+    text = str(pytest.raises(ConfigError, load_config, path, {"evaluation.rank_bi": "metric"}).value)
+    assert "  --set evaluation.rank_bi: unknown key; did you mean evaluation.rank_by?" in text
+    # the file's own mistake stays the file's; --set can index list items
+    path = _write(tmp_path, {**MINIMAL, "filter": {"ratio": 2}})
+    text = str(pytest.raises(ConfigError, load_config, path, {"filter.seed": 1}).value)
+    assert text.startswith(f"invalid run configuration in {path}:") and "  filter.ratio: " in text
+    assert "--set" not in text
+    cfg = load_config(_write(tmp_path, MINIMAL), {"candidates.0.path": "/m/other"})
+    assert cfg.candidates[0].path == "/m/other"

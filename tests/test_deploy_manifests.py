@@ -39,18 +39,26 @@ SCHEMAS = Path(os.environ.get("DAMOC_SHARED", REPO.parent / "shared")) / "schema
 K8S_VERSIONS = ["1.30.0", "1.37.0"]
 NS = "team-a"
 
-# Exactly what damoc/cluster/training_job.py calls (test_launcher_role_matches_the_code checks it).
-LAUNCHER_RULES = {
-    ("kubeflow.org", "pytorchjobs"): {"create", "get", "delete"},
-    ("", "pods"): {"list"},
-    ("", "pods/log"): {"get"},
+# Exactly what damoc/cluster/ calls (test_launcher_role_matches_the_code checks it), per cluster launcher.
+JOB_KINDS = {"trainjob": ("trainer.kubeflow.org", "trainjobs"), "pytorchjob": ("kubeflow.org", "pytorchjobs")}
+POD_RULES = {("", "pods"): {"list"}, ("", "pods/log"): {"get"}}
+
+
+def launcher_rules(launchers=tuple(JOB_KINDS)) -> dict[tuple[str, str], set[str]]:
+    return {**{JOB_KINDS[name]: {"create", "get", "delete"} for name in launchers}, **POD_RULES}
+
+
+LAUNCHER_RULES = launcher_rules()
+# Kubernetes client method -> the verb it needs on a job kind (custom objects: every launcher's kind) or the
+# (apiGroup, resource, verb) of a core call.
+_CUSTOM_CALLS = {
+    "create_namespaced_custom_object": "create",
+    "get_namespaced_custom_object": "get",
+    "delete_namespaced_custom_object": "delete",
+    "list_namespaced_custom_object": "list",
+    "patch_namespaced_custom_object": "patch",
 }
-# Kubernetes client method -> the (apiGroup, resource, verb) it needs.
-_API_CALLS = {
-    "create_namespaced_custom_object": ("kubeflow.org", "pytorchjobs", "create"),
-    "get_namespaced_custom_object": ("kubeflow.org", "pytorchjobs", "get"),
-    "delete_namespaced_custom_object": ("kubeflow.org", "pytorchjobs", "delete"),
-    "list_namespaced_custom_object": ("kubeflow.org", "pytorchjobs", "list"),
+_CORE_CALLS = {
     "list_namespaced_pod": ("", "pods", "list"),
     "read_namespaced_pod": ("", "pods", "get"),
     "read_namespaced_pod_log": ("", "pods/log", "get"),
@@ -64,6 +72,10 @@ CLUSTER_KINDS = {"ClusterRole", "ClusterRoleBinding", "Namespace", "CustomResour
                  "PersistentVolume", "StorageClass", "PriorityClass", "MutatingWebhookConfiguration",
                  "ValidatingWebhookConfiguration"}
 CRD_FILES = {
+    # TrainingRuntime has the same spec type as ClusterTrainingRuntime (Trainer v2.2.1).
+    ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime"): "trainer.kubeflow.org_clustertrainingruntimes.v2.2.1.yaml",
+    ("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime"):
+        "trainer.kubeflow.org_clustertrainingruntimes.v2.2.1.yaml",
     ("pipelines.kubeflow.org/v2beta1", "Pipeline"): "pipelines.kubeflow.org_pipelines.kfp-2.17.0.yaml",
     ("pipelines.kubeflow.org/v2beta1", "PipelineVersion"): "pipelines.kubeflow.org_pipelineversions.kfp-2.17.0.yaml",
 }
@@ -94,6 +106,8 @@ VALUE_CASES = {
     },
     "minimal": {"serviceAccount": {"create": False, "name": "default-editor"}, "registration": {"enabled": False},
                 "objectStore": {"createBucket": False, "endpoint": "https://s3.example.com"}},
+    "trainer-v2-only": {"rbac": {"launchers": ["trainjob"]}, "trainer": {"runtime": {"create": True, "maxRestarts": 2}},
+                        "rewriter": REWRITER_PVC, "imagePullSecrets": [{"name": "regcred"}]},
 }
 
 
@@ -218,7 +232,7 @@ def _assert_rbac(objects: list[dict], values: dict) -> None:
     kinds = {o["kind"] for o in objects}
     assert not kinds & CLUSTER_KINDS, f"cluster-scoped objects: {kinds & CLUSTER_KINDS}"
     roles = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Role"}
-    assert _rules(roles["damoc"]) == LAUNCHER_RULES
+    assert _rules(roles["damoc"]) == launcher_rules(values.get("rbac", {}).get("launchers", tuple(JOB_KINDS)))
     registrar = roles.get("damoc-registrar")
     schedule = values.get("schedule", {}).get("enabled", False)
     api_mode = values.get("registration", {}).get("enabled", True) and \
@@ -249,9 +263,22 @@ def test_chart_metadata():
     meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert (meta["apiVersion"], meta["name"]) == ("v2", "damoc")
     assert (CHART / "values.schema.json").is_file() and (CHART / "templates" / "NOTES.txt").is_file()
-    # The chart packages the compiled pipeline through a link, so it can never go stale.
+    # The chart packages the compiled pipeline through a link (helm follows it), so it can never go stale.
     link = CHART / "files" / "damoc_pipeline.yaml"
     assert link.is_symlink() and link.resolve() == PACKAGE.resolve()
+
+
+def test_kustomize_base_holds_a_current_copy_of_the_pipeline():
+    """kustomize refuses files outside the base without --load-restrictor: a real file, refreshed by make compile."""
+    copy_ = MANIFESTS / "damoc_pipeline.yaml"
+    assert not copy_.is_symlink() and copy_.is_file()
+    assert copy_.read_bytes() == PACKAGE.read_bytes(), \
+        "manifests/damoc_pipeline.yaml differs from pipelines/compiled/damoc_pipeline.yaml: run `make compile`"
+    make = subprocess.run(["make", "-n", "compile"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert make.returncode == 0, make.stderr
+    assert "cp pipelines/compiled/damoc_pipeline.yaml manifests/damoc_pipeline.yaml" in make.stdout
+    for path in MANIFESTS.rglob("*"):  # nothing in the base may point outside it
+        assert not path.is_symlink(), f"{path} is a link; kustomize needs --load-restrictor for it"
 
 
 @pytest.mark.parametrize("values_file", [None, PRODUCTION])
@@ -317,7 +344,7 @@ def test_object_store_kfp_uses_the_pipeline_artifact_secret(helm):
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "mlpipeline-minio-artifact", "key": "secretkey"}
     assert env["DAMOC_S3_ENDPOINT"]["value"] == "http://minio-service.kubeflow:9000"
     cm = _by(objects, "ConfigMap", "damoc-defaults")["data"]
-    assert cm["DAMOC_S3_SECRET"] == "mlpipeline-minio-artifact" and cm["DAMOC_S3_ACCESS_KEY_KEY"] == "accesskey"
+    assert cm["DAMOC_TRAINING_SECRET"] == "mlpipeline-minio-artifact"  # the training pods' S3 Secret
     assert not any(o["kind"] == "Job" and o["metadata"]["name"] == "damoc-bucket"
                    for o in _render({"objectStore": {"createBucket": False}}))
 
@@ -480,8 +507,8 @@ def _strip(o: dict) -> dict:
 
 
 def _kustomize(target: Path) -> list[dict]:
-    proc = subprocess.run(["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(target)],
-                          capture_output=True, text=True, timeout=60)
+    # No --load-restrictor: Argo CD and Flux build bases with kustomize's defaults.
+    proc = subprocess.run(["kubectl", "kustomize", str(target)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return _docs(proc.stdout)
 
@@ -521,7 +548,8 @@ def test_kustomize_base_equals_chart_defaults_and_validates(helm, tmp_path):
 def test_kustomize_rewriter_equals_chart(helm):
     values = {"rewriter": {"enabled": True, "model": {"source": "pvc", "pvc": {"claimName": "damoc-rewriter-model"}},
                            "apiKey": {"existingSecret": "damoc-rewriter-api-key"}}}
-    chart = [_strip(o) for o in _render(values, namespace="damoc") if "rewriter" in o["metadata"]["name"]]
+    chart = [_strip(o) for o in _render(values, namespace="damoc") if "rewriter" in o["metadata"]["name"]
+             and o["metadata"].get("annotations", {}).get("helm.sh/hook") != "test"]  # helm test: chart only
     base = [_strip(o) for o in _kustomize(MANIFESTS / "rewriter")]
     key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
     assert sorted(base, key=key) == sorted(chart, key=key)
@@ -541,7 +569,7 @@ IMAGES = {
     # image: (Dockerfile, modules it runs, its Python dependency list)
     "component": ("Dockerfile", [p for p in ("damoc", "components", "pipelines", "damoc_components",
                                              "damoc_pipelines") if (REPO / p).is_dir()], "pyproject"),
-    "train": ("Dockerfile.train", ["damoc.training", "damoc.storage"], "requirements-train.txt"),
+    "train": ("Dockerfile.train", ["damoc.training", "damoc.storage", "components.candidate"], "requirements-train.txt"),
     "rewriter": ("Dockerfile.rewriter", ["damoc.storage", "docker/rewriter/fetch_model.py",
                                          "docker/rewriter/probe.py"], "requirements-rewriter.txt"),
 }
@@ -722,15 +750,54 @@ def test_make_images_builds_and_pushes_all_three():
 
 
 def test_launcher_role_matches_the_code():
-    """Least privilege (issue 12): the Role grants exactly the Kubernetes calls the cluster code makes."""
+    """Least privilege (issue 12): the Role grants exactly the Kubernetes calls the cluster code makes, on the job
+    kinds of exactly the launchers there are (each cluster module's GROUP/PLURAL)."""
+    import importlib
+
     code = "\n".join(p.read_text() for p in (REPO / "damoc" / "cluster").glob("*.py"))
     called = set(re.findall(r"api\.(\w+)\(", code))  # api. and core_api.
-    unknown = {c for c in called if c not in _API_CALLS and ("namespaced" in c or c.startswith(("create", "patch")))}
-    assert not unknown, f"add {unknown} to _API_CALLS and the Role"
+    known = set(_CUSTOM_CALLS) | set(_CORE_CALLS)
+    unknown = {c for c in called if c not in known and ("namespaced" in c or c.startswith(("create", "patch")))}
+    assert not unknown, f"add {unknown} to _CUSTOM_CALLS/_CORE_CALLS and the Role"
+    kinds = {name: importlib.import_module(module) for name, module in (
+        ("trainjob", "damoc.cluster.trainjob"), ("pytorchjob", "damoc.cluster.training_job"))}
+    assert {n: (m.GROUP, m.PLURAL) for n, m in kinds.items()} == JOB_KINDS
+    from damoc.training.launchers import LAUNCHERS
+
+    assert set(JOB_KINDS) <= set(LAUNCHERS.names())
     needed: dict[tuple[str, str], set[str]] = {}
-    for call in called & set(_API_CALLS):
-        group, resource, verb = _API_CALLS[call]
+    for call in called & set(_CUSTOM_CALLS):
+        for group_resource in JOB_KINDS.values():
+            needed.setdefault(group_resource, set()).add(_CUSTOM_CALLS[call])
+    for call in called & set(_CORE_CALLS):
+        group, resource, verb = _CORE_CALLS[call]
         needed.setdefault((group, resource), set()).add(verb)
     assert needed == LAUNCHER_RULES
     role = yaml.safe_load((MANIFESTS / "role.yaml").read_text())
     assert _rules(role) == LAUNCHER_RULES
+    # Turning a launcher off drops exactly its rule.
+    objects = _render({"rbac": {"launchers": ["trainjob"]}})
+    assert _rules(_by(objects, "Role", "damoc")) == launcher_rules(["trainjob"])
+
+
+def test_trainer_runtime_is_values_gated_and_matches_the_cluster_copy(helm):
+    assert not any("TrainingRuntime" in o["kind"] for o in _render())
+    (rt,) = [o for o in _render({"trainer": {"runtime": {"create": True}}}) if o["kind"] == "TrainingRuntime"]
+    assert rt["metadata"] == {**rt["metadata"], "name": "damoc-torch", "namespace": NS}
+    _validate_crd(rt, CRD_FILES[("trainer.kubeflow.org/v1alpha1", "TrainingRuntime")])
+    (rjob,) = rt["spec"]["template"]["spec"]["replicatedJobs"]
+    assert rt["spec"]["mlPolicy"] == {"numNodes": 1, "torch": {}} and rjob["name"] == "node"
+    (c,) = rjob["template"]["spec"]["template"]["spec"]["containers"]
+    assert c["name"] == "node" and c["image"] == "ghcr.io/damoc-project/damoc-train:0.1.0"
+    assert "failurePolicy" not in rt["spec"]["template"]["spec"]
+    (cluster,) = [o for o in _render({"trainer": {"runtime": {"create": True, "kind": "ClusterTrainingRuntime",
+                                                              "maxRestarts": 3}}}) if "TrainingRuntime" in o["kind"]]
+    assert "namespace" not in cluster["metadata"] and cluster["spec"]["template"]["spec"]["failurePolicy"] == {
+        "maxRestarts": 3}
+    _validate_crd(cluster, CRD_FILES[("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime")])
+    (shipped,) = _docs((MANIFESTS / "trainer-runtime" / "clustertrainingruntime.yaml").read_text())
+    (rendered,) = [o for o in _render({"trainer": {"runtime": {"create": True, "kind": "ClusterTrainingRuntime"}}})
+                   if o["kind"] == "ClusterTrainingRuntime"]
+    assert _strip(shipped) == _strip(rendered), "manifests/trainer-runtime differs from the chart's render"
+    if shutil.which("kubectl"):  # the cluster admin's command builds it as is
+        assert _kustomize(MANIFESTS / "trainer-runtime") == [shipped]

@@ -84,6 +84,13 @@ class FakeKfp:
                        "created_at": NOW, "_file": filepart.get_content()}
             self.versions[pid].insert(0, version)  # newest first, as sort_by=created_at desc asks
             return 200, {k_: v for k_, v in version.items() if not k_.startswith("_")}
+        if len(parts) == 4 and parts[0] == "pipelines" and parts[2] == "versions" and method == "GET":
+            import yaml
+
+            (version,) = [v for v in self.versions.get(parts[1], []) if v["pipeline_version_id"] == parts[3]]
+            docs = list(yaml.safe_load_all(version["_file"]))
+            spec = {"pipeline_spec": docs[0], "platform_spec": docs[1]} if len(docs) > 1 else docs[0]
+            return 200, {**{k_: v for k_, v in version.items() if not k_.startswith("_")}, "pipeline_spec": spec}
         if len(parts) == 3 and parts[0] == "pipelines" and parts[2] == "versions" and method == "GET":
             items = [{k_: v for k_, v in x.items() if not k_.startswith("_")}
                      for x in self.versions.get(parts[1], []) if self._matches(x, query)]
@@ -334,6 +341,80 @@ def test_schedule_creates_then_leaves_alone_then_replaces(fake_kfp, opaque_confi
     methods = [(r["method"], r["path"]) for r in fake_kfp.requests[-2:]]
     assert methods == [("POST", API + "/recurringruns"), ("DELETE", API + f"/recurringruns/{old_id}")]
     _assert_token_only_in_headers(fake_kfp, out)
+
+
+# ----------------------------------------------------------------------------- images and caching
+
+def _uploaded_images(state: FakeKfp) -> dict[str, str]:
+    from damoc.cluster.pipeline_images import images
+
+    (pid,) = state.pipelines
+    return images(state.versions[pid][0]["_file"].decode())
+
+
+def test_upload_with_images_rewrites_each_task_family(fake_kfp, capsys):
+    assert _cli(["upload", "--package", str(PACKAGE)]) == 0
+    default = _uploaded_images(fake_kfp)
+    assert default["exec-finetune-model"] == "ghcr.io/damoc-project/damoc-train:0.1.0"
+    assert _cli(["upload", "--package", str(PACKAGE), "--image-training", "mirror.example.com/damoc-train:7",
+                 "--image-component", "mirror.example.com/damoc:7"]) == 0
+    assert "uploaded new version" in capsys.readouterr().out  # other images, other content: a new version
+    got = _uploaded_images(fake_kfp)
+    assert got["exec-finetune-model"] == got["exec-evaluate-model"] == "mirror.example.com/damoc-train:7"
+    assert {got[e] for e in got if e not in ("exec-finetune-model", "exec-evaluate-model")} == {
+        "mirror.example.com/damoc:7"}
+    assert PACKAGE.read_text().count("mirror.example.com") == 0  # the committed package is untouched
+    (pid,) = fake_kfp.pipelines
+    assert len(fake_kfp.versions[pid]) == 2
+
+
+def _cache_flags(spec: dict) -> dict[str, bool]:
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+    return {n: bool((t.get("cachingOptions") or {}).get("enableCache")) for n, t in tasks.items()
+            if not n.startswith("for-loop")}
+
+
+def test_submit_no_cache_sends_the_registered_version_with_caching_off(fake_kfp, opaque_config, capsys):
+    client = k.make_client()
+    registered = k.upload_pipeline(client, PACKAGE, version="v1")
+    assert _cli(["submit", str(opaque_config), "--run-name", "cached"]) == 0
+    assert _cli(["submit", str(opaque_config), "--run-name", "fresh", "--no-cache"]) == 0
+    cached, fresh = (json.loads(r["body"]) for r in _calls(fake_kfp, "POST", "/runs"))
+    assert cached["pipeline_version_reference"]["pipeline_version_id"] == registered.pipeline_version_id
+    assert _calls(fake_kfp, "GET", f"/pipelines/{registered.pipeline_id}/versions/{registered.pipeline_version_id}")
+    flags = _cache_flags(fresh["pipeline_spec"]["pipeline_spec"])
+    assert flags and not any(flags.values())
+    # the registered version's own spec, platform part included (secrets, tolerations)
+    assert fresh["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "damoc-selection"
+    assert "kubernetes" in fresh["pipeline_spec"]["platform_spec"]["platforms"]
+    # and without the switch the package's own settings hold: data-keyed caching, fingerprint never cached
+    import yaml
+
+    compiled = _cache_flags(next(yaml.safe_load_all(PACKAGE.read_text())))
+    assert compiled["fingerprint-data"] is False and compiled["prepare-data"] is True
+    # kfp.Client's own override would leave the ParallelFor's tasks cached: an inline package too is rewritten
+    assert compiled["evaluate-model"] is True
+    assert _cli(["submit", str(opaque_config), "--package", str(PACKAGE), "--no-cache"]) == 0
+    inline = json.loads(_calls(fake_kfp, "POST", "/runs")[-1]["body"])["pipeline_spec"]["pipeline_spec"]
+    assert set(_cache_flags(inline)) == set(compiled) and not any(_cache_flags(inline).values())
+
+
+def test_schedule_no_cache_is_idempotent_and_a_switch_replaces_it(fake_kfp, opaque_config, capsys):
+    registered = k.upload_pipeline(k.make_client(), PACKAGE, version="v1")
+    argv = ["schedule", str(opaque_config), "--cron", "0 3 * * 1", "--name", "weekly"]
+    assert _cli(argv + ["--no-cache"]) == 0
+    (body,) = (json.loads(r["body"]) for r in _calls(fake_kfp, "POST", "/recurringruns"))
+    assert not any(_cache_flags(body["pipeline_spec"]["pipeline_spec"]).values())
+    assert body["description"] == f"damoc: pipeline_version_id={registered.pipeline_version_id}, caching off"
+    capsys.readouterr()
+    assert _cli(argv + ["--no-cache"]) == 0
+    assert "unchanged" in capsys.readouterr().out
+    assert _cli(argv) == 0  # caching back on: replaced by a schedule of the registered version
+    assert "updated" in capsys.readouterr().out
+    (rr,) = fake_kfp.recurring.values()
+    assert rr["pipeline_version_reference"]["pipeline_version_id"] == registered.pipeline_version_id
 
 
 # ----------------------------------------------------------------------------- errors

@@ -58,7 +58,8 @@ class FakeCustomApi:
         self.outcome, self.on_get = outcome, on_get
         self.calls, self.created = [], None
 
-    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body, field_validation=None):
+        assert field_validation == "Strict"  # an older CRD must refuse unknown fields, not prune them
         self.calls.append(("create", namespace, body["metadata"]["name"]))
         self.created = json.loads(json.dumps(body))
         return body

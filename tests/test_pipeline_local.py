@@ -15,7 +15,7 @@ SMALL = {
         {"name": "tiny-qwen2", "path": "zoo://tiny-qwen2", "base_path": "zoo://tiny-qwen2/base"},
         {"name": "tiny-mistral", "path": "zoo://tiny-mistral", "base_path": "zoo://tiny-mistral/base"},
         {"name": "tiny-neox", "path": "zoo://tiny-neox"},  # no base: pruning skipped for this one
-        {"name": "broken", "path": "/does/not/exist"},
+        {"name": "broken", "path": "BROKEN"},  # config and tokenizer load (preflight passes), weights do not
     ],
     "filter": {"method": "graphcut", "ratio": 0.25},
     "compression": {"rate": 0.6, "bertscore_threshold": 0.85, "scorer_model": "zoo://tiny-llama/base"},
@@ -27,8 +27,15 @@ SMALL = {
 
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory, zoo_dir):
-    path = tmp_path_factory.mktemp("cfg") / "run.yaml"
-    path.write_text(yaml.safe_dump(SMALL))
+    root = tmp_path_factory.mktemp("cfg")
+    broken = root / "broken"
+    shutil.copytree(zoo_dir / "tiny-neox" / "chat", broken)
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(b"not a safetensors file")
+    doc = yaml.safe_load(yaml.safe_dump(SMALL))
+    doc["candidates"][-1]["path"] = str(broken)
+    path = root / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
     return path
 
 
@@ -42,7 +49,7 @@ def _check_common(out, mode):
     assert all(0.0 < r["metric_score"] <= 1.0 for r in ok)
     # damoc ranks by the references' log-likelihood (evaluation.rank_by); grid search by the task metric
     assert all(r["score"] == (r["loglik"] if mode == "damoc" else r["metric_score"]) for r in ok)
-    assert ranking["broken"]["status"] == "failed" and "not found" in ranking["broken"]["error"]
+    assert ranking["broken"]["status"] == "failed" and ranking["broken"]["error"].startswith("train: ")
     assert set(sel["cost"]["train_seconds"]) == set(ranking)
     assert sel["cost"]["total_seconds"] > sum(sel["cost"]["train_seconds"].values()) / 2
     report = (out / "report.md").read_text()
@@ -90,8 +97,10 @@ def test_failed_run_keeps_earlier_results(config_path, tmp_path, capsys):
 
 def test_failed_task_exits_1_and_keeps_earlier_results(config_path, tmp_path, capsys):
     out = tmp_path / "keep2"
-    out.mkdir()
-    (out / "report.md").write_text("previous report")
+    (out / "runs" / "r0").mkdir(parents=True)  # an earlier run's layout (a plain report.md would be refused)
+    (out / "runs" / "r0" / "report.md").write_text("previous report")
+    (out / "current").symlink_to("runs/r0")
+    (out / "report.md").symlink_to("current/report.md")
     # a filter whose scorer does not exist fails the filter task (a broken *compression* scorer only skips
     # compression, reported): the run fails with exit 1 and the earlier results stay
     assert main(["run", str(config_path), "--out", str(out), "--set", "filter.method=superfiltering",

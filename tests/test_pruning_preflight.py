@@ -17,6 +17,7 @@ def _checkpoint(root: Path, name: str, config: dict) -> Path:
     path = root / name
     path.mkdir()
     (path / "config.json").write_text(json.dumps(config))
+    (path / "tokenizer.json").write_text("{}")  # validation checks tokenizer files exist (never loads them here)
     return path
 
 
@@ -30,10 +31,10 @@ def _doc(tmp_path: Path, candidates: list[dict], **pruning) -> dict:
 
 @pytest.fixture()
 def unsupported(tmp_path) -> list[dict]:
-    phi = _checkpoint(tmp_path, "phi", {"model_type": "phi", "num_hidden_layers": 2})
+    t5 = _checkpoint(tmp_path, "t5", {"model_type": "t5", "num_layers": 2})  # no causal LM in transformers
     llama = _checkpoint(tmp_path, "llama", {"model_type": "llama", "num_hidden_layers": 4})
     return [{"name": "ok", "path": str(llama), "base_path": str(llama)},
-            {"name": "phi-cand", "path": str(phi), "base_path": str(phi)}]
+            {"name": "t5-cand", "path": str(t5), "base_path": str(t5)}]
 
 
 def test_fail_names_candidate_architecture_and_supported_list(tmp_path, unsupported):
@@ -41,18 +42,24 @@ def test_fail_names_candidate_architecture_and_supported_list(tmp_path, unsuppor
     with pytest.raises(ConfigError) as err:
         pruning_warnings(cfg)
     message = str(err.value)
-    assert "\n" not in message and message.startswith("candidates[phi-cand]")
-    assert "model_type 'phi'" in message
-    assert "Supported: " in message and "llama" in message and "qwen2" in message and "gpt_neox" in message
+    assert "\n" not in message and message.startswith("candidates[t5-cand]")
+    assert "model_type 't5'" in message
+    assert "Described in JSON: " in message and "llama" in message and "qwen2" in message and "gpt_neox" in message
     assert "trust_remote_code" in message  # which supported families need it
     assert "on_unsupported" in message
+
+
+def test_families_without_a_json_file_are_discovered_not_warned_about(tmp_path):
+    phi = _checkpoint(tmp_path, "phi", {"model_type": "phi", "num_hidden_layers": 2})  # discovered generically
+    cands = [{"name": "phi", "path": str(phi), "base_path": str(phi)}]
+    assert pruning_warnings(parse_config(_doc(tmp_path, cands, on_unsupported="fail"))) == []
 
 
 def test_unpruned_default_only_warns(tmp_path, unsupported):
     cfg = parse_config(_doc(tmp_path, unsupported))
     assert cfg.pruning.on_unsupported == "unpruned"
     warnings = pruning_warnings(cfg)
-    assert len(warnings) == 1 and "phi-cand" in warnings[0] and "unpruned" in warnings[0]
+    assert len(warnings) == 1 and "t5-cand" in warnings[0] and "unpruned" in warnings[0]
 
 
 def test_fail_says_trust_remote_code_is_needed(tmp_path):
@@ -84,14 +91,14 @@ def test_validation_task_fails_before_the_data_stages(tmp_path, unsupported, mon
 
     doc = _doc(tmp_path, unsupported, on_unsupported="fail")
     artifact = SimpleNamespace(path=str(tmp_path / "config.json"), metadata={})
-    with pytest.raises(ConfigError, match=r"candidates\[phi-cand\]"):
+    with pytest.raises(ConfigError, match=r"candidates\[t5-cand\]"):
         validate_config.python_func(**to_pipeline_arguments(parse_config(doc)), config=artifact)
     assert not (tmp_path / "config.json").exists()  # the data tasks consume this artifact: it never appears
 
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(doc))
     assert main(["validate", str(config)]) == 2
-    assert "candidates[phi-cand]" in capsys.readouterr().err
+    assert "candidates[t5-cand]" in capsys.readouterr().err
 
     import damoc_pipelines.local_runner as local_runner
 
@@ -101,4 +108,4 @@ def test_validation_task_fails_before_the_data_stages(tmp_path, unsupported, mon
     monkeypatch.setattr(local_runner, "run_local", no_run)
     assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "candidates[phi-cand]" in err and "model_type 'phi'" in err
+    assert "candidates[t5-cand]" in err and "model_type 't5'" in err

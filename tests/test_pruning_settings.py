@@ -249,11 +249,12 @@ def test_check_architecture_accepts_supported_and_explains_the_rest(tiny_pair, t
                                       "num_hidden_layers": 48})  # Yi-1.5-9B-Chat's config says llama
     check_architecture(yi)
 
+    check_architecture(_config_dir(tmp_path, "phi2", {"model_type": "phi", "num_hidden_layers": 32}))  # generic
     with pytest.raises(UnsupportedArchitectureError) as info:
-        check_architecture(_config_dir(tmp_path, "phi2", {"model_type": "phi", "num_hidden_layers": 32}))
+        check_architecture(_config_dir(tmp_path, "t5", {"model_type": "t5", "num_layers": 2}))
     message = str(info.value)
-    assert "'phi'" in message and "llama" in message and "glm4" in message and "phi.json" in message
-    assert "internlm2" in message and "trust_remote_code" in message
+    assert "'t5'" in message and "llama" in message and "glm4" in message and "t5.json" in message
+    assert "internlm2" in message and "trust_remote_code" in message and "causal-LM class" in message
 
     internlm = _config_dir(tmp_path, "internlm", {
         "model_type": "internlm2", "num_hidden_layers": 32,
@@ -315,7 +316,7 @@ def test_remote_code_specs_on_their_module_layout(model_type, layer_cls):
 def test_every_spec_documents_itself():
     specs = load_specs()
     assert {"glm", "glm4", "internlm2", "phi3small", "ministral"} <= set(specs)
-    assert "phi" not in specs  # phi-1/phi-2 stay unsupported (the benchmark keeps one unprunable candidate)
+    assert "phi" not in specs  # phi-1/phi-2 have no file: generic discovery prunes them (test_generic_pruning)
     assert "Yi" in specs["llama"].notes and "chatglm" in specs["glm"].notes
     assert all(spec.architectures for spec in specs.values())
     assert np.all([spec.requires_remote_code == (t in ("internlm2", "phi3small")) for t, spec in specs.items()])

@@ -56,7 +56,10 @@ def test_every_task_gets_the_default_requests_and_limits(tmp_path):
         "filter": ("2", "4", "8Gi", "16Gi", 0), "compress": ("2", "4", "8Gi", "16Gi", 0),
         "prune": ("4", "8", "32Gi", "64Gi", 0), "train": ("4", "8", "32Gi", "64Gi", 1),
         "evaluate": ("4", "8", "32Gi", "64Gi", 1), "rank": ("1", "2", "2Gi", "4Gi", 0)}
-    assert set(EXECUTORS.values()) == set(executors)  # no task left out
+    # no task left out; fingerprint-data (a HEAD request per data file) is sized like validate-config
+    assert set(EXECUTORS.values()) | {"exec-fingerprint-data"} == set(executors)
+    assert (executors["exec-fingerprint-data"]["container"]["resources"]
+            == executors["exec-validate-config"]["container"]["resources"])
     for task, (cpu_req, cpu_lim, mem_req, mem_lim, acc) in expected.items():
         got = _requested(executors, task)
         assert got == {"cpu_request": cpu_req, "cpu_limit": cpu_lim, "memory_request": mem_req,

@@ -30,14 +30,15 @@ def test_selection_document_has_the_contract_keys():
     sel = build_selection(mode="damoc", metric="squad_f1", results=RESULTS, stage_seconds={"filter": 1.25},
                           total_seconds=40.0, stage_results=[StageResult(stage="filter", stats={"n_out": 3})])
     assert set(sel) == {"mode", "metric", "rank_by", "warnings", "selected", "tied_with_winner", "uncertainty",
-                        "ranking", "methods", "cost", "stats"}
+                        "confidence", "ranking", "methods", "cost", "stats"}
     assert sel["selected"] == "a" and sel["methods"] is None  # no model trained both ways
     assert set(sel["cost"]) == {"stage_seconds", "stage_seconds_basis", "train_seconds", "train_runtime_seconds",
                                 "train_load_save_seconds", "gpu_hours", "total_seconds"}
     assert sel["cost"]["stage_seconds_basis"] == {"filter": "wall"}
     assert sel["cost"]["train_seconds"] == {"a": 20.0, "b": 10.0, "c": 0.0, "d": 5.0}
     report = render_report(sel)
-    assert "| 1 | a | 0.7000 |" in report and "train: OOM" in report and "### filter" in report
+    assert "| 1 | a | 0.7000 |" in report and "train: OOM" in report and "| filter | ok | 0.0 | kept 3 of — rows |" in report
+    assert "```" not in report and "{" not in report  # tables, no JSON (the JSON is selection.json)
 
 
 def test_all_failed_selects_nothing():
@@ -83,7 +84,7 @@ def test_compare_cli_refuses_runs_with_nothing_in_common(tmp_path, capsys):
     assert main(["compare", a, str(tmp_path / "junk.json")]) == 2
     assert "cannot read a selection.json" in capsys.readouterr().err
     both = write("c.json", [_result("a", 0.4, 2.0)])
-    assert main(["compare", a, both]) == 0 and '"top1_agree": true' in capsys.readouterr().out
+    assert main(["compare", a, both, "--json"]) == 0 and '"top1_agree": true' in capsys.readouterr().out
 
 
 def _evaluated(name, rows, loglik_rows=None):

@@ -250,7 +250,8 @@ class FakeCustomObjectsApi:
             raise item
         return copy.deepcopy(item)
 
-    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body, field_validation=None):
+        assert field_validation == "Strict"  # an older CRD must refuse unknown fields, not prune them
         self.calls.append(("create", group, version, namespace, plural, body["metadata"]["name"]))
         return copy.deepcopy(body)
 

@@ -192,7 +192,8 @@ def test_cost_splits_trainer_runtime_from_load_save_and_counts_gpu_hours(tmp_pat
     assert cost["train_runtime_seconds"] == {"gpu2": 1500.0, "cpu": 50.0, "job": 700.0, "old": None}
     assert cost["train_load_save_seconds"] == {"gpu2": 299.5, "cpu": 9.0, "job": 30.0, "old": None}
     assert cost["gpu_hours"] == {"gpu2": 1.0, "cpu": 0.0, "job": 4.0, "old": None}
-    assert "| train | 2770.0 | sum_over_candidates |" in (tmp_path / "r.md").read_text()
+    report = (tmp_path / "r.md").read_text()
+    assert "| train | 2,770.0 | summed over candidates |" in report and "| GPU-hours | 5.000 GPU-hours" in report
 
 
 # ------------------------------------------------------------------ end to end (kfp.local, demo zoo)

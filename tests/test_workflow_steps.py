@@ -107,7 +107,7 @@ def test_validation_warns_about_candidates_pruning_cannot_handle(tmp_path, tiny_
 
     phi = tmp_path / "phi"
     phi.mkdir()
-    (phi / "config.json").write_text(json.dumps({"model_type": "phi", "num_hidden_layers": 2}))
+    (phi / "config.json").write_text(json.dumps({"model_type": "t5", "num_layers": 2}))  # no causal LM: unprunable
     cands = [{"name": "ok", "path": str(tiny_pair[1]), "base_path": str(tiny_pair[0])},
              {"name": "chatonly", "path": str(tiny_pair[1])},
              {"name": "phi", "path": str(phi), "base_path": str(phi)}]

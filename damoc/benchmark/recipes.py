@@ -15,6 +15,7 @@ from typing import Any
 from damoc import atomic
 from damoc.benchmark import flops
 from damoc.benchmark.curve_recipe import _curve_recipe
+from damoc.benchmark.subsets_recipe import _subsets_recipe
 from damoc.benchmark.ground_truth import summarise, task_data
 from damoc.benchmark.runner import candidate_job, run_jobs
 from damoc.benchmark.suite import EVAL_BATCH, GRID_TRAINING, BenchTask, Recipe, Variant, recipe as get_recipe
@@ -48,7 +49,7 @@ def recipe_config(task: BenchTask, rec: Recipe, data: dict[str, Path], candidate
 # The package code a cached result depends on: a change there recomputes it (report and cost code do not).
 DATA_CODE = ("data", "filtering", "compression", "embedding.py", "hf.py")
 RUN_CODE = DATA_CODE + ("pruning", "training", "evaluation", "workflow/candidate_steps.py", "benchmark/runner.py",
-                        "benchmark/curve_recipe.py", "selection/learning_curve.py")
+                        "benchmark/curve_recipe.py", "benchmark/subsets_recipe.py", "selection/learning_curve.py")
 
 
 @lru_cache(maxsize=None)
@@ -284,7 +285,8 @@ def prune_job(doc: dict[str, Any], candidate: dict[str, Any], calibration: str, 
                       progress=False).model_dump_json()
 
 
-KINDS = {"pipeline": _pipeline_recipe, "shots": _shots_recipe, "halving": _halving_recipe, "curve": _curve_recipe}
+KINDS = {"pipeline": _pipeline_recipe, "shots": _shots_recipe, "halving": _halving_recipe, "curve": _curve_recipe,
+         "subsets": _subsets_recipe}
 
 
 def recipe_costs(run: dict[str, Any], task: BenchTask, recipe_name: str, candidates: list[dict[str, Any]],

@@ -18,12 +18,14 @@ from damoc.benchmark.suite import (GRID_SEEDS, GRID_TRAINING, UNAVAILABLE, Bench
 from damoc.selection.uncertainty import paired_bootstrap
 
 SIGNALS = {"metric": ("score", "row_scores"), "loglik": ("loglik", "row_loglik"), "halving": ("halving_score", None),
-           "curve": ("curve_loglik", None), "curve-steps": ("curve_loglik_steps", None)}
+           "curve": ("curve_loglik", None), "curve-steps": ("curve_loglik_steps", None),
+           "subsets": ("subsets_loglik", None)}
 
 
 def signals_of(kind: str) -> tuple[str, ...]:
     # a curve run's metric/loglik are the paper recipe's own (same proxies): only its extrapolations are new
-    return {"halving": ("halving",), "curve": ("curve", "curve-steps")}.get(kind, ("metric", "loglik"))
+    return {"halving": ("halving",), "curve": ("curve", "curve-steps"),
+            "subsets": ("subsets", "loglik")}.get(kind, ("metric", "loglik"))
 
 
 def _ties(candidates: dict[str, Any], signal: str) -> list[str]:
@@ -35,6 +37,14 @@ def _ties(candidates: dict[str, Any], signal: str) -> list[str]:
         return []
     winner = max(rows, key=lambda n: (candidates[n][key], n))
     return paired_bootstrap(rows, winner, confidence=0.9, samples=1000)["tied_with_winner"]
+
+
+def _p_best(candidates: dict[str, Any], signal: str) -> float | None:
+    """Bootstrap probability that the pick ranks first (damoc.benchmark.calibration); None without row values."""
+    from damoc.benchmark.calibration import ROW_SIGNALS, run_confidence
+
+    conf = run_confidence(candidates, signal) if signal in ROW_SIGNALS else None
+    return conf["p_best"] if conf else None
 
 
 CANDIDATE_STAGES = ("prune", "train", "evaluate", "curve")
@@ -66,13 +76,13 @@ def evaluate_runs(truth: dict[str, dict[str, dict[int, dict]]], results: dict[st
                 agree = agreement(proxy, summaries[t.name])
                 # a log-likelihood ranking needs no generation: its evaluation is counted without it
                 cost = (recipe_costs(run, t, name, candidates, variant, root, predict=False)
-                        if signal in ("loglik", "curve", "curve-steps") else run["costs"])
+                        if signal in ("loglik", "curve", "curve-steps", "subsets") else run["costs"])
                 grid = grid_costs[t.name]
                 cand_flops = sum(cost["flops"].get(k, 0.0) for k in CANDIDATE_STAGES)
                 recipe_flops, grid_flops = sum(cost["flops"].values()), sum(grid["flops"].values())
                 recipe_s, grid_s = sum(cost["seconds"].values()), sum(grid["seconds"].values())
                 per_task[t.name] = {
-                    **agree, "ties": _ties(cands, signal),
+                    **agree, "ties": _ties(cands, signal), "p_best": _p_best(cands, signal),
                     "flops": recipe_flops, "grid_flops": grid_flops, "grid_train_flops": grid["flops"].get("train", 0),
                     "saving_flops": grid_flops / recipe_flops if recipe_flops else None,
                     "saving_train_flops": (grid["flops"].get("train", 0) / cost["flops"]["train"]

@@ -73,7 +73,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("steps+fair", "paper's data compression; every candidate loses 25% of its layers; a fixed "
            f"{PROXY_STEPS}-step budget per proxy", overrides=_with(_PAPER, pruning={"rule": "fraction",
                                                                    "target_fraction": 0.25},
-                                                           training={"max_steps": PROXY_STEPS})),
+                                                           training={"proxy_steps": PROXY_STEPS})),
     Recipe("lean10", "GraphCut 10% + the paper's token compression + every candidate loses 25% of its layers, "
            "grid epochs (half the paper's training)", overrides=_with(_PAPER, filter={"ratio": 0.1},
                                                                        pruning={"rule": "fraction",
@@ -100,6 +100,10 @@ RECIPES: tuple[Recipe, ...] = (
            "spaced steps; ranks by the power-law extrapolation to grid search's training length (lr-area axis; "
            "the step axis as `curve-steps`)", kind="curve",
            overrides=_with(_PAPER, curve={"points": 4, "axis": "lr_area"})),
+    # the rectified scaling law across data sizes (AtS): damoc/benchmark/subsets_recipe.py
+    Recipe("paper-subsets", "the paper recipe's proxies fine-tuned on 4 nested subsets of the compressed rows "
+           "(n/8, n/4, n/2, n); ranks by the rectified law L(D) = B/(D_l + D)^beta + E extrapolated to all "
+           "training rows", kind="subsets", overrides=_with(_PAPER, subsets={"points": 4})),
     Recipe("0-shot", "no training: score the chat models as they are", kind="shots", shots=0),
     Recipe("1-shot", "no training: one training example in every prompt", kind="shots", shots=1),
     Recipe("2-shot", "no training: two training examples in every prompt", kind="shots", shots=2),
@@ -143,10 +147,12 @@ VARIANTS = {
     # every recipe that trains on a subset; the two ablations that train on ALL rows (about one grid-search run
     # each) have their own variant, on the two cheapest long/short tasks, so the full variant fits an hour
     "full": Variant("full", tuple(t.name for t in TASKS),
-                    tuple(r.name for r in RECIPES if r.name not in ("compress-only", "prune-only"))
+                    tuple(r.name for r in RECIPES if r.name not in ("compress-only", "prune-only", "paper-subsets"))
                     + ("paper@seed1", "paper@seed2"), 200),  # the default recipe's spread over proxy seeds
     "ablations": Variant("ablations", ("medical_qa", "instructions_mc"), ("compress-only", "prune-only"), 200),
     "filters": Variant("filters", (FILTER_TASK,), tuple(r.name for r in FILTER_RECIPES), 200),
+    # data-size extrapolation (issue 19) against the one-run step curve and the plain last point
+    "subsets": Variant("subsets", tuple(t.name for t in TASKS), ("paper", "paper-curve", "paper-subsets"), 200),
 }
 
 

@@ -17,14 +17,16 @@ them as an opaque mapping of parameter name to JSON value.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 ENV_HOST = "DAMOC_KFP_HOST"
 ENV_NAMESPACE = "DAMOC_KFP_NAMESPACE"
@@ -85,7 +87,9 @@ def make_client():
         raise KfpError(f"{ENV_HOST} is not set; export the KFP API endpoint, e.g. "
                        f"{ENV_HOST}=http://ml-pipeline.kubeflow:8888")
     if not host.startswith(("http://", "https://")):
-        raise KfpError(f"{ENV_HOST}={host!r}: must start with http:// or https://")
+        from damoc.storage import redact_uri  # never echo a user:password@ in it
+
+        raise KfpError(f"{ENV_HOST}={redact_uri(host)!r}: must start with http:// or https://")
     if "@" in host.split("://", 1)[1].split("/", 1)[0]:
         raise KfpError(f"{ENV_HOST} must not contain credentials; use {ENV_TOKEN} or {ENV_TOKEN_FILE}")
     token = os.environ.get(ENV_TOKEN, "").strip()
@@ -250,6 +254,56 @@ def _experiment_id(client, experiment: str) -> str:
 
 # ----------------------------------------------------------------------------- runs
 
+def _spec_docs(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A version's stored spec as package documents: KFP keeps {pipeline_spec, platform_spec} when the
+    package had a platform part, else the pipeline spec alone."""
+    if "pipeline_spec" in spec:
+        docs = [dict(spec["pipeline_spec"])]
+        if spec.get("platform_spec"):
+            docs.append(dict(spec["platform_spec"]))
+        return docs
+    return [dict(spec)]
+
+
+def _caching_off(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every task's caching switched off, the ParallelFor's tasks included (kfp.Client's own override only
+    reaches the root DAG's tasks, so the per-candidate tasks would stay cached)."""
+    spec = docs[0]
+    dags = [spec.get("root", {})] + list((spec.get("components") or {}).values())
+    for dag in dags:
+        for task in ((dag.get("dag") or {}).get("tasks") or {}).values():
+            task["cachingOptions"] = {**(task.get("cachingOptions") or {}), "enableCache": False}
+    return docs
+
+
+@contextlib.contextmanager
+def _uncached_package(docs: list[dict[str, Any]]) -> Iterator[str]:
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="damoc-nocache-") as tmp:
+        path = Path(tmp) / PACKAGE_FILE
+        path.write_text(yaml.safe_dump_all(_caching_off(docs), sort_keys=False), encoding="utf-8")
+        yield str(path)
+
+
+@contextlib.contextmanager
+def _version_package(client, pipeline_id: str, version_id: str) -> Iterator[str]:
+    """A registered version's spec as a package file with caching off. KFP applies a submission-time caching
+    switch only to a package sent inline (kfp.Client ignores enable_caching for a version reference), so
+    caching off means sending the registered version's own spec inline."""
+    version = _call(f"getting pipeline version {version_id}", client.get_pipeline_version,
+                    pipeline_id=pipeline_id, pipeline_version_id=version_id)
+    spec = getattr(version, "pipeline_spec", None)
+    if not spec:
+        raise KfpError(f"pipeline version {version_id} has no pipeline spec to run without cache")
+    with _uncached_package(_spec_docs(spec)) as path:
+        yield path
+
+
+def _no_cache_note(version_id: str) -> str:
+    return f"damoc: pipeline_version_id={version_id}, caching off"
+
+
 def submit_run(client, pipeline_arguments: Mapping[str, Any], experiment: str = DEFAULT_EXPERIMENT,
                run_name: str | None = None, *, pipeline_name: str = DEFAULT_PIPELINE_NAME,
                version: str | None = None, package_path: str | Path | None = None,
@@ -258,19 +312,33 @@ def submit_run(client, pipeline_arguments: Mapping[str, Any], experiment: str = 
 
     By default the run uses a registered pipeline version (`version`, else the newest of
     `pipeline_name`), so the KFP UI links the run to it; with `package_path` the compiled spec is sent
-    inline instead (nothing needs to be uploaded first).
+    inline instead (nothing needs to be uploaded first). enable_caching: None keeps the package's per-task
+    settings (data-keyed caching); False runs every task afresh (a registered version's spec is then sent
+    inline, the only form KFP applies the switch to).
     """
     run_name = run_name or "damoc-run"
     experiment_id = _experiment_id(client, experiment)
-    ref: dict[str, Any]
+    common = dict(experiment_id=experiment_id, job_name=run_name, params=dict(pipeline_arguments),
+                  service_account=service_account, enable_caching=enable_caching)
     if package_path is not None:
-        ref = {"pipeline_package_path": str(package_path)}
-    else:
-        pipeline_id, version_id = _resolve_version(client, pipeline_name, version)
-        ref = {"pipeline_id": pipeline_id, "version_id": version_id}
-    run = _call(f"creating run {run_name!r}", client.run_pipeline, experiment_id=experiment_id,
-                job_name=run_name, params=dict(pipeline_arguments), service_account=service_account,
-                enable_caching=enable_caching, **ref)
+        if enable_caching is False:
+            import yaml
+
+            docs = [d for d in yaml.safe_load_all(Path(package_path).read_text(encoding="utf-8")) if d]
+            with _uncached_package(docs) as inline:
+                run = _call(f"creating run {run_name!r}", client.run_pipeline, pipeline_package_path=inline,
+                            **common)
+            return run.run_id
+        run = _call(f"creating run {run_name!r}", client.run_pipeline, pipeline_package_path=str(package_path),
+                    **common)
+        return run.run_id
+    pipeline_id, version_id = _resolve_version(client, pipeline_name, version)
+    if enable_caching is False:
+        with _version_package(client, pipeline_id, version_id) as inline:
+            run = _call(f"creating run {run_name!r}", client.run_pipeline, pipeline_package_path=inline, **common)
+        return run.run_id
+    run = _call(f"creating run {run_name!r}", client.run_pipeline, pipeline_id=pipeline_id, version_id=version_id,
+                **common)
     return run.run_id
 
 
@@ -300,6 +368,13 @@ def _canonical(params: Mapping[str, Any] | None) -> str:
     return json.dumps(norm(dict(params or {})), sort_keys=True)
 
 
+def _noted_version(description: str | None) -> str | None:
+    """The registered version a caching-off recurring run was made from (it carries the spec inline)."""
+    text = description or ""
+    prefix, suffix = "damoc: pipeline_version_id=", ", caching off"
+    return text[len(prefix):-len(suffix)] if text.startswith(prefix) and text.endswith(suffix) else None
+
+
 def _find_recurring_run(client, experiment_id: str, name: str):
     result = _call("listing recurring runs", client.list_recurring_runs, experiment_id=experiment_id,
                    page_size=_PAGE, filter=_eq_filter("display_name", name))
@@ -310,34 +385,46 @@ def _find_recurring_run(client, experiment_id: str, name: str):
 def schedule_run(client, pipeline_arguments: Mapping[str, Any], cron: str, *, name: str = "damoc-scheduled",
                  experiment: str = DEFAULT_EXPERIMENT, pipeline_name: str = DEFAULT_PIPELINE_NAME,
                  version: str | None = None, max_concurrency: int = 1, no_catchup: bool = True,
-                 service_account: str | None = None, enabled: bool = True) -> ScheduleResult:
+                 service_account: str | None = None, enabled: bool = True,
+                 enable_caching: bool | None = None) -> ScheduleResult:
     """Create or update the recurring run `name` in `experiment`; idempotent.
 
     KFP has no update call for recurring runs, so a changed schedule (cron, pipeline version, arguments,
     concurrency, enabled) is replaced: the new one is created first, then the old one deleted, so a
     failure never leaves the experiment without a schedule. An identical one is left alone.
+    enable_caching: None keeps the package's per-task settings (data-keyed caching), False turns caching off.
     """
     cron6 = normalize_cron(cron)
     experiment_id = _experiment_id(client, experiment)
     pipeline_id, version_id = _resolve_version(client, pipeline_name, version)
     wanted = {"cron": cron6, "version": version_id, "params": _canonical(pipeline_arguments),
-              "max_concurrency": int(max_concurrency), "enabled": bool(enabled)}
+              "max_concurrency": int(max_concurrency), "enabled": bool(enabled),
+              "no_cache": enable_caching is False}
+    no_cache = enable_caching is False
     existing = _find_recurring_run(client, experiment_id, name)
     for rr in existing:
         have = {
             "cron": getattr(getattr(rr.trigger, "cron_schedule", None), "cron", None),
-            "version": getattr(rr.pipeline_version_reference, "pipeline_version_id", None),
+            "version": getattr(rr.pipeline_version_reference, "pipeline_version_id", None)
+            or _noted_version(getattr(rr, "description", None)),
             "params": _canonical(getattr(rr.runtime_config, "parameters", None)),
             "max_concurrency": int(rr.max_concurrency or 0),
             "enabled": str(rr.mode or "").upper() == "ENABLE",
+            "no_cache": _noted_version(getattr(rr, "description", None)) is not None,
         }
         if have == wanted and len(existing) == 1:
             return ScheduleResult(rr.recurring_run_id, "unchanged", cron6, version_id)
-    created = _call(f"creating recurring run {name!r}", client.create_recurring_run,
-                    experiment_id=experiment_id, job_name=name, cron_expression=cron6,
-                    max_concurrency=max_concurrency, no_catchup=no_catchup, params=dict(pipeline_arguments),
-                    pipeline_id=pipeline_id, version_id=version_id, enabled=enabled,
-                    service_account=service_account)
+    common = dict(experiment_id=experiment_id, job_name=name, cron_expression=cron6,
+                  max_concurrency=max_concurrency, no_catchup=no_catchup, params=dict(pipeline_arguments),
+                  enabled=enabled, service_account=service_account)
+    if no_cache:
+        with _version_package(client, pipeline_id, version_id) as inline:
+            created = _call(f"creating recurring run {name!r}", client.create_recurring_run,
+                            pipeline_package_path=inline, enable_caching=False,
+                            description=_no_cache_note(version_id), **common)
+    else:
+        created = _call(f"creating recurring run {name!r}", client.create_recurring_run,
+                        pipeline_id=pipeline_id, version_id=version_id, **common)
     for rr in existing:
         _call(f"deleting the previous recurring run {rr.recurring_run_id}", client.delete_recurring_run,
               recurring_run_id=rr.recurring_run_id)

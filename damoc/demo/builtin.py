@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from damoc.config import ConfigError, RunConfig
+from damoc.config import ConfigError, RunConfig, did_you_mean
 from damoc.paths import damoc_home
 
 ZOO_SCHEME, DEMO_SCHEME = "zoo://", "demo://"
@@ -32,25 +32,49 @@ def demo_data_dir(task: str) -> Path:
     return out
 
 
+def zoo_names() -> list[str]:
+    """The names zoo:// accepts: the default suite's candidates (known without building the zoo)."""
+    from damoc.demo.zoo import DEFAULT_SUITE, suite_candidates
+
+    return [spec.name for spec in suite_candidates(DEFAULT_SUITE)]
+
+
+def check_builtin_uri(uri: str) -> None:
+    """Raise ConfigError for a zoo:// or demo:// reference that names nothing (by name only: nothing is built)."""
+    if uri.startswith(ZOO_SCHEME):
+        names = zoo_names()
+        name, _, variant = uri.removeprefix(ZOO_SCHEME).partition("/")
+        if name not in names:
+            hint = did_you_mean(ZOO_SCHEME + name, [ZOO_SCHEME + n for n in names])
+            raise ConfigError(f"{uri}: no such zoo model{hint}; available: "
+                              f"{', '.join(ZOO_SCHEME + n for n in names)} (append /base for the base checkpoint)")
+        if variant not in ("", "chat", "base"):
+            raise ConfigError(f"{uri}: unknown zoo variant '{variant}'{did_you_mean(variant, ('base', 'chat'))}; "
+                              f"use {ZOO_SCHEME}{name} (chat) or {ZOO_SCHEME}{name}/base")
+    elif uri.startswith(DEMO_SCHEME):
+        from damoc.demo.data import TASKS
+
+        task, _, split = uri.removeprefix(DEMO_SCHEME).partition("/")
+        if task not in TASKS or split not in ("train.jsonl", "eval.jsonl"):
+            hint = did_you_mean(task, TASKS) if task not in TASKS else ""
+            raise ConfigError(f"{uri}: expected demo://TASK/train.jsonl or demo://TASK/eval.jsonl{hint}, "
+                              f"TASK one of {', '.join(TASKS)}")
+
+
 def resolve_uri(uri: str) -> str:
+    check_builtin_uri(uri)
     if uri.startswith(ZOO_SCHEME):
         from damoc.demo.zoo import default_zoo_dir, ensure_zoo, load_manifest
 
         name, _, variant = uri.removeprefix(ZOO_SCHEME).partition("/")
         zoo = ensure_zoo(default_zoo_dir())
         entries = {c["name"]: c for c in load_manifest(zoo)["candidates"]}
-        if name not in entries or variant not in ("", "chat", "base"):
-            raise ConfigError(f"{uri}: no such zoo model; available: "
-                              f"{', '.join('zoo://' + n for n in entries)} (append /base for the base checkpoint)")
+        if name not in entries:  # a zoo built by an older damoc without this candidate
+            raise ConfigError(f"{uri}: not in the zoo at {zoo}; rebuild it: damoc zoo build --force")
         rel = entries[name]["base_path"] if variant == "base" else entries[name]["path"]
         return str(zoo / rel)
     if uri.startswith(DEMO_SCHEME):
-        from damoc.demo.data import TASKS
-
         task, _, split = uri.removeprefix(DEMO_SCHEME).partition("/")
-        if task not in TASKS or split not in ("train.jsonl", "eval.jsonl"):
-            raise ConfigError(f"{uri}: expected demo://TASK/train.jsonl or demo://TASK/eval.jsonl, "
-                              f"TASK one of {', '.join(TASKS)}")
         return str(demo_data_dir(task) / split)
     return uri
 

@@ -22,7 +22,7 @@ from typing import Callable
 
 from damoc import atomic
 
-TASKS = ("qa_long", "extractive_qa", "extractive_closed", "summarisation", "instruction_mc")
+TASKS = ("qa_long", "extractive_qa", "extractive_closed", "summarisation", "instruction_mc", "qa_filler")
 
 QA_LONG_INSTRUCTION = "Answer the medical question in a few sentences."
 EXTRACTIVE_INSTRUCTION = "Answer the question with a short span copied from the context."
@@ -588,9 +588,16 @@ def _generate_extractive_closed(n_train: int, n_eval: int, seed: int) -> tuple[l
     return _generate_extractive(n_train, n_eval, seed, closed=True)
 
 
+def _generate_qa_filler(n_train: int, n_eval: int, seed: int) -> tuple[list[dict], list[dict]]:
+    from damoc.demo.filler import generate_filler  # qa_long wrapped in filler with known spans (filler.py)
+
+    return generate_filler(n_train, n_eval, seed)
+
+
 _GENERATORS = {"qa_long": _generate_qa_long, "extractive_qa": _generate_extractive,
                "extractive_closed": _generate_extractive_closed,
-               "summarisation": _generate_summarisation, "instruction_mc": _generate_instruction_mc}
+               "summarisation": _generate_summarisation, "instruction_mc": _generate_instruction_mc,
+               "qa_filler": _generate_qa_filler}
 
 
 def generate(task: str, n_train: int = 3000, n_eval: int = 300, seed: int = 0) -> tuple[list[dict], list[dict]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from damoc.data.schema import Sample
+from damoc.evaluation.degenerate import degenerate_stats
 from damoc.evaluation.generate import generate_with
 from damoc.evaluation.loglik import choice_predictions, reference_logliks
 from damoc.hf import load_causal_lm, load_tokenizer
@@ -26,6 +27,19 @@ def _check_choice_rows(samples: Sequence[Sample], task: str) -> None:
         if sample.output.strip() not in sample.options:
             raise ValueError(f"eval sample {sample.id!r}: its output {sample.output.strip()!r} is not one of its "
                              f"options {list(sample.options)!r}")
+
+
+def _token_counts(tok, samples: Sequence[Sample], max_length: int, chat_template: bool) -> dict[str, int]:
+    """Prompt and answer tokens of the rows as scored (for the FLOPs accounting, damoc.cost.eval_flops)."""
+    from damoc.training.finetune import IGNORE_INDEX, encode_example
+
+    prompt = answer = 0
+    for s in samples:
+        ex = encode_example(tok, s, max_length, chat_template)
+        n_answer = sum(1 for x in ex["labels"] if x != IGNORE_INDEX)
+        prompt, answer = prompt + len(ex["input_ids"]) - n_answer, answer + n_answer
+    return {"prompt_tokens": prompt, "answer_tokens": answer,
+            "choice_options": round(sum(len(s.options) for s in samples) / len(samples)) if samples else 0}
 
 
 def evaluate_model(model_path: str | Path, samples: Sequence[Sample], task: str, *, max_new_tokens: int = 64,
@@ -54,7 +68,8 @@ def evaluate_model(model_path: str | Path, samples: Sequence[Sample], task: str,
         row_loglik = reference_logliks(model, tok, samples, max_length, batch_size, chat_template)
         n = len(samples)
         return {"score": None, "samples": n, "eval_seconds": round(time.perf_counter() - started, 3),
-                "examples": [], "loglik": sum(row_loglik) / n if n else None, "row_loglik": row_loglik}
+                "examples": [], "loglik": sum(row_loglik) / n if n else None, "row_loglik": row_loglik,
+                **_token_counts(tok, samples, max_length, chat_template)}
     if task_type.kind == "choice":
         picks = choice_predictions(model, tok, samples, max_length, batch_size, chat_template=chat_template)
         predictions = [s.options[i] for s, i in zip(samples, picks)]
@@ -79,6 +94,8 @@ def evaluate_model(model_path: str | Path, samples: Sequence[Sample], task: str,
         "examples": examples,
         "row_scores": [float(v) for v in rows["score"]],
         "empty_predictions": sum(1 for p in predictions if not p.strip()),
+        **degenerate_stats(predictions, generated=task_type.kind != "choice"),  # mostly empty/identical answers
         "loglik": sum(row_loglik) / n if n else None,
         "row_loglik": row_loglik,
+        **_token_counts(tok, samples, max_length, chat_template),
     }

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from damoc.data.schema import Sample
+from damoc.storage import redact_uri
 from damoc.filtering.base import FilterContext
 from damoc.registry import SettingsModel
 
@@ -212,7 +213,7 @@ class EndpointJudge:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 (configured URL)
                 return json.loads(resp.read().decode("utf-8"))
         except OSError as err:
-            raise RuntimeError(f"judge endpoint {self.url}: {err}") from err
+            raise RuntimeError(f"judge endpoint {redact_uri(self.url)}: {err}") from err
 
     def rate(self, samples: Sequence[Sample]) -> np.ndarray:
         out = np.empty(len(samples), dtype=np.float64)
@@ -223,7 +224,7 @@ class EndpointJudge:
             try:
                 text = reply["choices"][0]["message"]["content"]
             except (KeyError, IndexError, TypeError):
-                raise RuntimeError(f"judge endpoint {self.url}: unexpected reply {str(reply)[:200]}") from None
+                raise RuntimeError(f"judge endpoint {redact_uri(self.url)}: unexpected reply {str(reply)[:200]}") from None
             out[i] = parse_rating(text)
         self.unparsable = int(np.isnan(out).sum())
         return np.nan_to_num(out, nan=0.0)

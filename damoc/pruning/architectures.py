@@ -1,6 +1,10 @@
-"""Where the decoder layers of each model family live, described as data (one JSON file per `model_type`).
+"""Where the decoder layers of each model family live: found generically, or described as data (JSON).
 
-Adding a family means adding `architectures/<model_type>.json`; no code changes. Keys:
+Every causal LM is pruned: `spec_for_model` reads the block list, layer-count key and KV-cache index attributes
+off the model itself (damoc.pruning.discovery) and checks that hidden states flow block to block. A JSON file
+`architectures/<model_type>.json` overrides discovery for a family whose structure it cannot see (or to pin
+what the file says: the built-in files describe families discovery also finds, and a test keeps both equal).
+Keys:
   model_type              config.model_type the file describes
   layers_path             dotted attribute path of the decoder-layer ModuleList ("model.layers", "transformer.h")
   layer_prefix            state-dict prefix of layer i, with "{index}" for i (default: layers_path + ".{index}.")
@@ -16,7 +20,8 @@ Adding a family means adding `architectures/<model_type>.json`; no code changes.
 
 Families that reuse another family's model_type need no file: Yi / Yi-1.5 say model_type "llama", Qwen2.5 says
 "qwen2". `check_architecture` answers "can this checkpoint be pruned?" from config.json alone (no weights, no
-remote code executed), so a run can reject an unsupported candidate in seconds.
+remote code executed; discovery runs on a meta-device model), so a run can reject an unsupported candidate in
+seconds.
 """
 from __future__ import annotations
 
@@ -136,8 +141,9 @@ def supported_model_types(extra_dirs: list[str | Path] | None = None) -> list[st
 
 def _unsupported_message(model_type: Any, specs: dict[str, ArchitectureSpec], remote_code: bool = False) -> str:
     remote = sorted(t for t, spec in specs.items() if spec.requires_remote_code)
-    message = (f"layer pruning does not know model_type '{model_type}'. Supported: {', '.join(sorted(specs))}"
-               f" ({', '.join(remote)} need trust_remote_code: true). Yi uses model_type llama, Qwen2.5 qwen2. ")
+    message = (f"layer pruning cannot find the decoder blocks of model_type '{model_type}' generically. Described "
+               f"in JSON: {', '.join(sorted(specs))} ({', '.join(remote)} need trust_remote_code: true); every "
+               "family transformers ships a causal LM for is discovered. Yi uses model_type llama, Qwen2.5 qwen2. ")
     if remote_code:
         message += ("This checkpoint ships its own modeling code (auto_map in config.json): even once described, "
                     "it needs trust_remote_code: true. ")
@@ -146,13 +152,31 @@ def _unsupported_message(model_type: Any, specs: dict[str, ArchitectureSpec], re
 
 
 def spec_for(config: Any, extra_dirs: list[str | Path] | None = None) -> ArchitectureSpec:
-    """The architecture spec for a transformers config (matched on `config.model_type`)."""
+    """The JSON architecture spec for a transformers config (matched on `config.model_type`); a loaded model
+    without one is described by `spec_for_model` instead."""
     model_type = getattr(config, "model_type", None)
     specs = load_specs(extra_dirs)
     if model_type not in specs:
         raise UnsupportedArchitectureError(_unsupported_message(model_type, specs,
                                                                 bool(getattr(config, "auto_map", None))))
     return specs[model_type]
+
+
+def spec_for_model(model: nn.Module, extra_dirs: list[str | Path] | None = None,
+                   check_flow: bool = True) -> ArchitectureSpec:
+    """The spec of a loaded model: its family's JSON file when there is one (an override), else discovered from
+    the model (damoc.pruning.discovery), with the hidden-state flow checked on one short forward pass unless
+    `check_flow` is false or the model has no real weights (meta device)."""
+    specs = load_specs(extra_dirs)
+    model_type = getattr(model.config, "model_type", None)
+    if model_type in specs:
+        return specs[model_type]
+    from damoc.pruning import discovery
+
+    spec = discovery.discover_spec(model)
+    if check_flow and not any(p.is_meta for p in model.parameters()):
+        discovery.check_flow(model, spec)
+    return spec
 
 
 def read_config_dict(path: str | Path) -> dict[str, Any]:
@@ -190,8 +214,8 @@ def check_architecture(path: str | Path, trust_remote_code: bool = False,
     specs = load_specs(extra_dirs)
     model_type = config.get("model_type")
     if model_type not in specs:
-        raise UnsupportedArchitectureError(f"{path}: " + _unsupported_message(model_type, specs,
-                                                                               bool(config.get("auto_map"))))
+        _check_generic(path, config, trust_remote_code, specs)
+        return
     spec = specs[model_type]
     if spec.requires_remote_code and not trust_remote_code:
         raise UnsupportedArchitectureError(
@@ -201,3 +225,26 @@ def check_architecture(path: str | Path, trust_remote_code: bool = False,
     if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
         raise UnsupportedArchitectureError(f"{path}: config.json of model_type '{model_type}' has no positive "
                                            f"integer '{spec.num_layers_key}' (got {layers!r})")
+
+
+def _check_generic(path: str | Path, config: dict[str, Any], trust_remote_code: bool,
+                   specs: dict[str, ArchitectureSpec]) -> None:
+    """A family without a JSON file: discovery on a meta-device model built from config.json (no weights). A
+    checkpoint with its own modeling code is only checked once it may run (trust_remote_code), at pruning time."""
+    from damoc.pruning import discovery
+
+    model_type = config.get("model_type")
+    if config.get("auto_map"):
+        if not trust_remote_code:
+            raise UnsupportedArchitectureError(f"{path}: " + _unsupported_message(model_type, specs, True))
+        return  # its structure is only visible by running its code: pruning discovers it (or flags it)
+    try:
+        model = discovery.meta_model(discovery.config_from_dict(config))
+    except (KeyError, ValueError, TypeError):  # an unknown model_type, or no AutoModelForCausalLM class for it
+        raise UnsupportedArchitectureError(
+            f"{path}: transformers has no causal-LM class for model_type '{model_type}'. "
+            + _unsupported_message(model_type, specs)) from None
+    try:
+        discovery.discover_spec(model)
+    except UnsupportedArchitectureError as err:
+        raise UnsupportedArchitectureError(f"{path}: {err}") from None

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from damoc.batching import right_pad
-from damoc.pruning.architectures import ArchitectureSpec, spec_for
+from damoc.pruning.architectures import ArchitectureSpec, spec_for_model
 
 
 def calibration_batches(tokenizer: Any, texts: Sequence[str | Sequence[int]], max_length: int, batch_size: int,
@@ -50,7 +50,7 @@ def layer_similarities(model: nn.Module, tokenizer: Any, texts: Sequence[str | S
     """
     if not texts:
         raise ValueError("layer_similarities needs at least one calibration text")
-    spec = spec or spec_for(model.config)
+    spec = spec or spec_for_model(model, check_flow=False)
     layers = spec.layers(model)
     sums = torch.zeros(len(layers), dtype=torch.float64)
     current_mask: dict[str, torch.Tensor] = {}

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from damoc.pruning.architectures import ArchitectureSpec, spec_for
+from damoc.pruning.architectures import ArchitectureSpec, spec_for_model
 from damoc.pruning.calibration import CalibrationItem, encode_calibration
 from damoc.pruning.importance import calibration_batches, layer_similarities
 from damoc.pruning.prune import (_candidates_and_cap, _resolve, count_parameters, save_pruned_checkpoint,
@@ -168,7 +168,7 @@ def representation_similarity(model: nn.Module, batches: Sequence[tuple[torch.Te
 def laco_collapse(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], settings: LacoSettings,
                   spec: ArchitectureSpec | None = None) -> dict[str, Any]:
     """Run LaCo on `model` in place. Returns the steps taken and which original layers went where."""
-    spec = spec or spec_for(model.config)
+    spec = spec or spec_for_model(model)
     was_training = model.training
     model.eval()
     layers0 = len(spec.layers(model))
@@ -241,8 +241,8 @@ def laco_prune_checkpoint(chat_path: str, calibration: Sequence[CalibrationItem]
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(chat_path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(chat_path, dtype="auto", trust_remote_code=trust_remote_code)
-    spec = spec_for(model.config)
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    spec = spec_for_model(model)
     items = encode_calibration(tokenizer, calibration, max_length, chat_template)
     num_before = spec.num_layers(model.config)
     params_before = count_parameters(model)
@@ -257,6 +257,7 @@ def laco_prune_checkpoint(chat_path: str, calibration: Sequence[CalibrationItem]
     receiver_of = {p: int(r) for r, group in result["collapsed_into"].items() for p in group}
     stats: dict[str, Any] = {
         "method": "laco", "skipped": False, "model_type": spec.model_type,
+        "architecture": spec.source or spec.model_type,
         "num_layers_before": num_before, "num_layers_after": spec.num_layers(model.config),
         "pruned_layers": pruned, "pruned_flags": [i in pruned for i in range(num_before)],
         "similarities": [float(s) for s in similarities],

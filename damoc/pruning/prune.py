@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from damoc import atomic
-from damoc.pruning.architectures import ArchitectureSpec, spec_for
+from damoc.pruning.architectures import ArchitectureSpec, spec_for_model
 from damoc.pruning.calibration import CalibrationItem, encode_calibration
 from damoc.pruning.importance import layer_importance, layer_similarities
 from damoc.pruning.merge import (SafetensorsReader, kept_share, merge_coefficients, merge_task_vectors,
@@ -160,7 +160,7 @@ def drop_layers(model: nn.Module, kept: Sequence[int], spec: ArchitectureSpec) -
     new_layers = nn.ModuleList([layers[i] for i in kept])
     for new_index, layer in enumerate(new_layers):
         targets = [t for t in (_resolve(layer, attr) for attr in spec.layer_index_attrs) if t is not None]
-        if not targets:
+        if not targets and spec.layer_index_attrs:
             raise PruningError(f"none of {list(spec.layer_index_attrs)} exists on a {type(layer).__name__}; "
                                f"fix layer_index_attrs in {spec.source or spec.model_type}")
         for owner, name in targets:
@@ -292,15 +292,15 @@ def prune_checkpoint(chat_path: str, base_path: str | None, calibration_texts: S
                 "params_after": None, "alphas": {}, "layers": [], "seconds": time.perf_counter() - start}
     base_config = AutoConfig.from_pretrained(base_path, trust_remote_code=trust_remote_code)
     _check_pair(chat_config, base_config, str(chat_path), str(base_path))
-    spec = spec_for(chat_config)
-    if any(getattr(chat_config, flag, False) for flag in spec.index_dependent_flags):
-        warnings.warn(f"{spec.model_type}: one of {list(spec.index_dependent_flags)} is set, so renumbered layers "
-                      "compute something different after pruning", stacklevel=2)
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(chat_path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(chat_path, dtype="auto", trust_remote_code=trust_remote_code)
     model.to(device)
+    spec = spec_for_model(model)  # the family's JSON file, else discovered from the model (flow checked)
+    if any(getattr(chat_config, flag, False) for flag in spec.index_dependent_flags):
+        warnings.warn(f"{spec.model_type}: one of {list(spec.index_dependent_flags)} is set, so renumbered layers "
+                      "compute something different after pruning", stacklevel=2)
     num_before = spec.num_layers(model.config)
     params_before = count_parameters(model)
     layer_params = _layer_parameter_counts(model, spec)
@@ -349,6 +349,7 @@ def prune_checkpoint(chat_path: str, base_path: str | None, calibration_texts: S
         "merge_alpha": merge_alpha if coefficient == "constant" else None, "merge_target": merge_target,
         "alpha": alpha if alpha is not None else (coefficient if coefficient != "constant" else merge_alpha),
         "merge": merge_stats, "base_read": base_read, "model_type": spec.model_type, "method": "damoc",
+        "architecture": spec.source or spec.model_type,
     }
 
     save_pruned_checkpoint(out_dir, model, tokenizer, stats, start)

@@ -20,6 +20,11 @@ def _ratio(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
 
 
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else (
+        f"{value:,.0f}" if isinstance(value, float) else "—")
+
+
 def _share(part: Any, whole: Any) -> str:
     return f"{part / whole:.1%}" if isinstance(part, (int, float)) and whole else "—"
 
@@ -32,7 +37,7 @@ def sections(stats: Mapping[str, Any]) -> tuple[list[str], list[Section]]:
     """(summary lines, tables) of the stats that are present."""
     n = stats.get("n", 0)
     summary = [f"method {stats.get('method', 'damoc')}, rate {stats.get('rate', '—')} "
-               f"({stats.get('budget_unit', 'tokens')}), {n} samples: kept {_ratio(stats.get('token_ratio'))} of "
+               f"({stats.get('budget_unit', 'tokens')}), {_count(n)} samples: kept {_ratio(stats.get('token_ratio'))} of "
                f"the scorer's tokens, {_ratio(stats.get('word_ratio'))} of the words"]
     if "gate_pass_rate_before_rewrite" in stats:
         still = stats.get("still_failing", 0)
@@ -45,21 +50,23 @@ def sections(stats: Mapping[str, Any]) -> tuple[list[str], list[Section]]:
     parts = stats.get("parts") or {}
     if parts:
         tables.append(("Token ratio per part (scorer tokens)", ["part", "tokens in", "tokens out", "ratio"],
-                       [[label, parts[k]["tokens_in"], parts[k]["tokens_out"], _ratio(parts[k]["token_ratio"])]
+                       [[label, _count(parts[k]["tokens_in"]), _count(parts[k]["tokens_out"]),
+                         _ratio(parts[k]["token_ratio"])]
                         for k, label in PARTS if k in parts]))
     tokenizers = stats.get("tokenizers") or {}
     if tokenizers:
         tables.append(("Token ratio per candidate tokenizer", ["tokenizer", "tokens in", "tokens out", "ratio"]
                        + [label for _, label in PARTS],
-                       [[name, t["tokens_in"], t["tokens_out"], _ratio(t["token_ratio"])]
+                       [[name, _count(t["tokens_in"]), _count(t["tokens_out"]), _ratio(t["token_ratio"])]
                         + [_ratio((t.get("parts") or {}).get(k)) for k, _ in PARTS]
                         for name, t in sorted(tokenizers.items())]))
     rounds = stats.get("rewrite_rounds") or []
     if rounds:
         tables.append(("Rewriting per round", ["round", "tried", "answered", "too long", "passed",
                                                "share of samples rewritten"],
-                       [[r.get("round", i + 1), r.get("tried"), r.get("answered"), r.get("too_long"), r.get("passed"),
-                         _share(r.get("passed", 0), n)] for i, r in enumerate(rounds)]))
+                       [[r.get("round", i + 1), _count(r.get("tried")), _count(r.get("answered")),
+                         _count(r.get("too_long")), _count(r.get("passed")), _share(r.get("passed", 0), n)]
+                        for i, r in enumerate(rounds)]))
     quantiles = stats.get("bertscore_quantiles") or {}
     if quantiles:
         rows = [["before rewriting"] + [_ratio(quantiles.get(q)) for q in QUANTILES]]
@@ -72,7 +79,7 @@ def sections(stats: Mapping[str, Any]) -> tuple[list[str], list[Section]]:
         most = max(b["count"] for b in histogram)
         last = len(histogram) - 1
         tables.append(("BERTScore F1 histogram (before rewriting)", ["BERTScore", "samples", ""],
-                       [[f"[{b['lo']:.2f}, {b['hi']:.2f}{']' if i == last else ')'}", b["count"],
+                       [[f"[{b['lo']:.2f}, {b['hi']:.2f}{']' if i == last else ')'}", _count(b["count"]),
                          _bar(b["count"], most)] for i, b in enumerate(histogram)]))
     method_stats = stats.get("method_stats") or {}
     if method_stats:

@@ -1,17 +1,21 @@
 """report.html: the selection as one self-contained page (inline CSS and inline SVG plots, no scripts, no URLs).
 
-Shown by the KFP UI as the rank task's HTML artifact, beside the Markdown report. Sections: the ranking table
-(score, bootstrap interval, who is tied with the winner, flags and errors), a plot of the ranking with its
-intervals, cost per stage (optionally beside a reference run, e.g. grid search), and layer similarity per
+Shown by the KFP UI as the rank task's HTML artifact, beside the Markdown report (same content: the shared
+figures come from damoc.selection.report). Sections: warnings, the pick (ties, saving against grid search —
+measured against a grid-search run, or estimated and labelled so — and GPU-hours), the ranking table (the
+ranked value, its bootstrap interval, who is tied with the winner, flags and errors), a plot of the ranking
+with its intervals, the winner's example answers beside the references (when it generated any), the saving
+and cost per stage (optionally beside a reference run), data and candidate stages, and layer similarity per
 candidate where pruning measured it. Every piece of text that comes from a run (candidate names, errors,
 flags, statistics) goes through html.escape.
 """
 from __future__ import annotations
 
 import html
-import json
 import math
 from typing import Any, Mapping, Sequence
+
+from damoc.selection import report as shared
 
 WINNER, TIED, OTHER, FAILED, REFERENCE = "#1b7f3b", "#d98f00", "#3465a4", "#b3261e", "#9aa5b1"
 
@@ -33,6 +37,8 @@ ul.flags{margin:2px 0;padding-left:18px}svg{display:block;margin:6px 0;max-width
 svg text{font-family:inherit;font-size:12px;fill:#1f2328}
 pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px;max-height:320px}
 .sims{display:flex;flex-wrap:wrap;gap:4px 28px}.sims figure{margin:0}.sims h3{margin-top:4px}
+.warning{background:#fff6e0;border-left:4px solid #d98f00;padding:6px 10px;margin:6px 0}
+td.text{max-width:360px}
 .legend span{margin-right:14px;white-space:nowrap}.sw{display:inline-block;width:10px;height:10px;
   margin-right:4px;border-radius:2px;vertical-align:middle}
 """
@@ -72,16 +78,11 @@ def _prune_stats(selection: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 
 def _layers(selection: Mapping[str, Any], name: str, detail: Mapping[str, Any]) -> str | None:
-    if detail.get("layers") and "None" not in str(detail["layers"]):  # "None/None": layer count unknown
-        return str(detail["layers"])
-    stats = _prune_stats(selection, name)
-    if stats.get("num_layers_after") is not None and stats.get("num_layers_before") is not None:
-        return f"{stats['num_layers_after']}/{stats['num_layers_before']}"
-    return None
+    return shared.layers_of(selection, name, {name: detail})
 
 
 def _flags(row: Mapping[str, Any], detail: Mapping[str, Any]) -> list[str]:
-    return [str(f) for f in (detail.get("flags") or row.get("flags") or [])]
+    return shared.flags_of(row, {row.get("candidate"): detail})
 
 
 def _legend(items: Sequence[tuple[str, str]]) -> str:
@@ -105,7 +106,7 @@ def _ranking_plot(selection: Mapping[str, Any]) -> str:
     pad = (hi - lo) * 0.08 or max(abs(hi) * 0.1, 0.01)
     lo, hi = lo - pad, hi + pad
     label_w, plot_w, row_h, top = 190, 760, 30, 14
-    height = top + row_h * len(rows) + 34
+    height = top + row_h * len(rows) + 54
 
     def x(v: float) -> float:
         return label_w + (v - lo) / (hi - lo) * plot_w
@@ -130,6 +131,8 @@ def _ranking_plot(selection: Mapping[str, Any]) -> str:
         parts.append(f'<circle cx="{x(float(r["score"])):.1f}" cy="{y:.1f}" r="6" fill="{color}">'
                      f'<title>{_e(name)}: {_fmt(r["score"])}</title></circle>')
     parts.append(f'<line x1="{label_w}" y1="{axis_y}" x2="{label_w + plot_w}" y2="{axis_y}" stroke="#57606a"/>')
+    parts.append(f'<text class="axis-label" x="{label_w + plot_w / 2:.1f}" y="{axis_y + 36}" text-anchor="middle">'
+                 f"{_e(_axis_label(selection))}</text>")
     parts.append("</svg>")
     legend = [(WINNER, "winner"), (TIED, "tied with the winner"), (OTHER, "behind the winner")]
     note = "" if intervals else ('<p class="note">No bootstrap intervals (the evaluation reported no per-row '
@@ -137,7 +140,16 @@ def _ranking_plot(selection: Mapping[str, Any]) -> str:
     return note + "".join(parts) + _legend(legend)
 
 
-def _bar_chart(series: Sequence[tuple[str, Sequence[tuple[str, float]]]], unit: str) -> str:
+def _axis_label(selection: Mapping[str, Any]) -> str:
+    unc = selection.get("uncertainty") or {}
+    what = ("reference log-likelihood per token" if selection.get("rank_by") == "loglik"
+            else f"{selection.get('metric') or 'score'}")
+    conf = unc.get("confidence")
+    tail = f" — dot: mean over eval rows, line: {shared.fmt_percent(conf, 0)} bootstrap interval" if unc else ""
+    return f"{what} (higher is better){tail}"
+
+
+def _bar_chart(series: Sequence[tuple[str, Sequence[tuple[str, float]]]], unit: str, label_w: int = 110) -> str:
     """Horizontal grouped bars: one group per label, one bar per series (name, [(label, value)])."""
     labels: list[str] = []
     for _, values in series:
@@ -145,7 +157,7 @@ def _bar_chart(series: Sequence[tuple[str, Sequence[tuple[str, float]]]], unit: 
     data = [dict(values) for _, values in series]
     top_value = max([v for d in data for v in d.values() if _finite(v)] + [1e-9])
     colors = [OTHER, REFERENCE, TIED]
-    label_w, plot_w, bar_h, gap = 110, 640, 14, 10
+    plot_w, bar_h, gap = 640, 14, 10
     group_h = bar_h * len(series) + gap
     height = group_h * len(labels) + 10
     parts = [f'<svg role="img" aria-label="bar chart" width="{label_w + plot_w + 120}" height="{height}" '
@@ -208,8 +220,12 @@ def _ranking_table(selection: Mapping[str, Any], details: Mapping[str, Mapping[s
     intervals = unc.get("intervals") or {}
     tied = set(selection.get("tied_with_winner") or [])
     train_seconds = (selection.get("cost") or {}).get("train_seconds") or {}
-    head = ["rank", "candidate", "score", "interval", "vs winner", "metric", "loglik", "status", "train s",
-            "layers (kept/total)", "flags / error"]
+    other = shared.second_column(selection)
+    conf = unc.get("confidence")
+    head = ["rank", "candidate", shared.signal_name(selection),
+            f"{shared.fmt_percent(conf, 0)} interval" if conf is not None else "interval", "vs winner"]
+    head += [other[0]] if other else []
+    head += ["status", "train s", "layers (kept/total)", "flags / error"]
     out = ["<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     for row in selection.get("ranking") or []:
         name = row["candidate"]
@@ -234,8 +250,10 @@ def _ranking_table(selection: Mapping[str, Any], details: Mapping[str, Mapping[s
             f'<td class="num">{_e(_fmt(row.get("rank")))}</td>', f'<td class="name"><b>{_e(name)}</b></td>',
             f'<td class="num">{_e(_fmt(row.get("score")))}</td>',
             f'<td class="num">{_e(_fmt(iv[0]))} – {_e(_fmt(iv[1]))}</td>' if iv else "<td>—</td>",
-            f"<td>{badge}</td>", f'<td class="num">{_e(_fmt(row.get("metric_score")))}</td>',
-            f'<td class="num">{_e(_fmt(row.get("loglik")))}</td>', f"<td>{_e(row.get('status', ''))}</td>",
+            f"<td>{badge}</td>"]
+        if other:
+            cells.append(f'<td class="num">{_e(_fmt(row.get(other[1])))}</td>')
+        cells += [f"<td>{_e(row.get('status', ''))}</td>",
             f'<td class="num">{_e(_seconds(train_seconds.get(name)))}</td>',
             f'<td class="num">{_e(_layers(selection, name, detail) or "—")}</td>', f"<td>{''.join(notes)}</td>"]
         out.append(f'<tr class="{css}" data-candidate="{_e(name)}">' + "".join(cells) + "</tr>")
@@ -243,23 +261,74 @@ def _ranking_table(selection: Mapping[str, Any], details: Mapping[str, Mapping[s
     return "".join(out)
 
 
-def _summary(selection: Mapping[str, Any]) -> str:
-    unc = selection.get("uncertainty")
-    tied = selection.get("tied_with_winner") or []
-    rank_by = selection.get("rank_by", "metric")
+def _summary(selection: Mapping[str, Any], saving: Mapping[str, Any] | None) -> str:
     items = [("Selected", selection.get("selected") or "none — every candidate failed"),
              ("Mode", selection.get("mode", "")),
-             ("Metric", f"{selection.get('metric', '')} (higher is better)"),
-             ("Ranked by", "the metric" if rank_by == "metric" else "reference log-likelihood per token"),
-             ("Total wall time", f"{_fmt((selection.get('cost') or {}).get('total_seconds'), 1)} s")]
-    if selection.get("selected") and unc:
-        items.append(("Tied with the winner",
-                      ", ".join(map(str, tied)) if tied else "none — the lead is outside the noise"))
-        items.append(("Uncertainty", f"{unc.get('method', 'bootstrap')}: {unc.get('rows')} rows, "
-                      f"{_fmt(unc.get('confidence'), 2)} confidence, {unc.get('samples')} resamples"))
-    elif selection.get("selected"):
-        items.append(("Tied with the winner", "not measured (no per-row values)"))
-    return '<dl class="summary">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items) + "</dl>"
+             ("Ranked by", shared.ranked_by(selection)),
+             ("Tied with the winner", shared.ties_text(selection))]
+    if shared.uncertainty_text(selection):
+        items.append(("Uncertainty", shared.uncertainty_text(selection)))
+    if shared.confidence_text(selection.get("confidence")):
+        items.append(("How sure", shared.confidence_text(selection.get("confidence"))))
+    items.append(("Total wall time", f"{shared.fmt_seconds((selection.get('cost') or {}).get('total_seconds'))} s"))
+    if saving:
+        items.append(("Saving against grid search", shared.saving_text(saving)))
+    items.append(("GPU-hours", shared.gpu_text(selection, saving)))
+    warnings = "".join(f'<p class="warning"><b>Warning:</b> {_e(w)}</p>' for w in selection.get("warnings") or [])
+    return warnings + '<dl class="summary">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items) \
+        + "</dl>"
+
+
+def _saving_section(saving: Mapping[str, Any] | None) -> str:
+    """This run against grid search: two bars (seconds), measured or estimated, and GPU-hours when recorded."""
+    if not saving:
+        return '<p class="note">No grid-search comparison: this is the grid-search run, or there are no timings.</p>'
+    grid = "grid search" + (" (measured)" if saving["kind"] == "measured" else " (estimated)")
+    series = [("this run", [("seconds", float(saving["seconds"]))]),
+              (grid, [("seconds", float(saving["grid_seconds"]))])]
+    saved = float(saving["saved_seconds"])
+    out = [f'<p class="saving" data-kind="{_e(saving["kind"])}"><b>{_e(shared.factor_text(saving["factor"]))}</b> '
+           f"than grid search, {_e(saving['kind'])}: {_e(shared.fmt_seconds(abs(saved)))} s "
+           f"{'saved' if saved >= 0 else 'more'}.</p>", _bar_chart(series, "s", label_w=180)]
+    if saving.get("grid_gpu_hours") is not None and saving.get("gpu_hours"):
+        out.append(_bar_chart([("this run", [("GPU-hours", float(saving["gpu_hours"]))]),
+                               (grid, [("GPU-hours", float(saving["grid_gpu_hours"]))])], "GPU-h", label_w=180))
+    if saving["kind"] == "estimated":
+        out.append(f'<p class="note">Estimated — no grid-search run was given: {_e(saving["basis"])}. Run '
+                   "<code>damoc run … --mode grid_search</code> and <code>damoc compare</code> for the measured "
+                   "figure.</p>")
+    return "".join(out)
+
+
+def _examples_section(selection: Mapping[str, Any]) -> list[str]:
+    examples = shared.winner_examples(selection)
+    if not examples:
+        return []
+    winner = selection.get("selected")
+    rows = "".join(f'<tr><td class="text">{_e(shared.shorten(x.get("input"), 240))}</td>'
+                   f'<td class="text">{_e(shared.shorten(x.get("reference"), 240))}</td>'
+                   f'<td class="text">{_e(shared.shorten(x.get("prediction"), 240))}</td></tr>' for x in examples)
+    return [f"<h2>Example answers of {_e(winner)}</h2>",
+            f'<p class="note">{_e(shared.examples_caption(selection))}</p>'
+            f"<table><thead><tr><th>question</th><th>reference</th><th>{_e(winner)}'s answer</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"]
+
+
+def _table_html(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    return ("<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>" for row in rows)
+            + "</tbody></table>")
+
+
+def _stages_section(selection: Mapping[str, Any]) -> list[str]:
+    out = []
+    data_rows = shared.data_stage_rows(selection)
+    if data_rows:
+        out += ["<h2>Data stages</h2>", _table_html(["stage", "status", "seconds", "result"], data_rows)]
+    cand_rows = shared.candidate_stage_rows(selection)
+    if cand_rows:
+        out += ["<h2>Candidate stages</h2>", _table_html(["candidate", "prune", "train", "evaluate"], cand_rows)]
+    return out
 
 
 def _cost_section(selection: Mapping[str, Any], reference: Mapping[str, Any] | None) -> str:
@@ -348,18 +417,20 @@ def render_html(selection: Mapping[str, Any], candidate_details: Mapping[str, Ma
     reference: optional second selection (e.g. the grid-search run) whose stage costs are drawn beside these.
     """
     details = candidate_details or {}
-    stats_json = json.dumps(selection.get("stats") or {}, indent=2, sort_keys=True, default=str)
+    saving = shared.grid_saving(selection, reference)
     body = [
-        f"<h1>DaMoC selection — {_e(selection.get('selected') or 'no winner')}</h1>", _summary(selection),
+        f"<h1>DaMoC selection — {_e(selection.get('selected') or 'no winner')}</h1>", _summary(selection, saving),
         "<h2>Ranking</h2>", _ranking_table(selection, details),
         "<h2>Ranking with its uncertainty</h2>", _ranking_plot(selection),
+        *_examples_section(selection),
         "<h2>Flags</h2>", _flags_section(selection, details),
+        "<h2>Saving against grid search</h2>", _saving_section(saving),
         "<h2>Cost per stage</h2>", _cost_section(selection, reference),
         *_methods_section(selection),
         *_compression_section(selection),
+        *_stages_section(selection),
         "<h2>Layer similarity</h2>", _similarity_section(selection),
-        "<h2>Stage statistics</h2>", f"<details><summary>selection.json stats</summary><pre>{_e(stats_json)}"
-                                     "</pre></details>",
+        '<p class="note">Every figure of this report, and more, is in selection.json.</p>',
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>DaMoC selection — {_e(selection.get('selected') or 'no winner')}</title>"

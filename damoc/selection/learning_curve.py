@@ -142,3 +142,100 @@ def lr_area(scheduler: str, learning_rate: float, warmup_ratio: float, total_ste
         opt.step()
         sched.step()
     return area
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Across data sizes: the rectified fine-tuning scaling law (Lin et al., "Selecting Large Language Model to Fine-tune
+# via Rectified Scaling Law", ICML 2024): L(D) = B / (D_l + D)**beta + E. D is the number of fine-tuning rows; D_l,
+# the "pre-learned data size", is what the pre-power phase looks like — with D small against D_l the loss barely
+# moves, and only once D passes D_l does it fall as a power law. Fitted to proxies trained on nested subsets of
+# the filtered data (D, D/2, D/4, …), the law predicts each candidate's loss at the full data size.
+
+BETA_MIN, BETA_MAX = 1e-2, 3.0
+
+
+@dataclass(frozen=True)
+class RectifiedFit:
+    """L(D) = B / (D_l + D)**beta + E. law: "rectified" (4 parameters), or "power" (D_l fixed at 0: fewer than 4
+    points), or "loglinear" (the fallback of `fit_curve`, params a, b)."""
+
+    law: str
+    params: tuple[float, ...]
+    d_range: tuple[float, float]
+    loss_range: tuple[float, float]
+    sse: float
+
+    def predict(self, d: float) -> float:
+        if d <= 0:
+            raise ValueError(f"data size must be positive, got {d}")
+        if self.law == "loglinear":
+            a, b = self.params
+            return max(0.0, a + b * math.log(d))
+        b, d_l, beta, e = self.params
+        return e + b / (d_l + d) ** beta
+
+
+def fit_rectified(sizes: Sequence[float], losses: Sequence[float]) -> RectifiedFit:
+    """The rectified law through (data size, loss) points, by bounded least squares from several starts (D_l from
+    0 to 10x the largest size, beta 0.3 and 1); the least squared error wins.
+
+    Bounds: B >= 0, 0 <= D_l <= 100 x max size, beta in [BETA_MIN, BETA_MAX], 0 <= E <= min loss. Sizes are
+    scaled by the largest one and B is fitted as log(B) (conditioning). Fewer than 4 points cannot pin 4
+    parameters: D_l is fixed at 0 (a plain power law in D). Points that do not decrease with D fall back to the
+    log-linear law."""
+    d, y = _check(sizes, losses)
+    if len(d) < 3 or not y[-1] < y[0]:
+        return _loglinear_rectified(d, y)
+    from scipy.optimize import least_squares
+
+    y_min, scale = float(y.min()), float(d.max())
+    x = d / scale
+    free_dl = len(d) >= 4
+
+    def unpack(p: np.ndarray) -> tuple[float, float, float, float]:  # (log B', s = D_l / scale, beta, E)
+        return (float(p[0]), float(p[1]), float(p[2]), float(p[3])) if free_dl else \
+            (float(p[0]), 0.0, float(p[1]), float(p[2]))
+
+    def residuals(p: np.ndarray) -> np.ndarray:
+        log_b, s_l, beta, e = unpack(p)
+        return e + np.exp(log_b - beta * np.log(s_l + x)) - y
+
+    best: tuple[float, tuple[float, float, float, float]] | None = None
+    for s0 in ((0.0, float(x.min()), 1.0, 10.0) if free_dl else (0.0,)):
+        for beta0 in (0.3, 1.0):
+            e0 = 0.5 * y_min
+            log_b0 = math.log(max(y[0] - e0, 1e-9)) + beta0 * math.log(s0 + x[0])
+            lower = [-np.inf, 0.0, BETA_MIN, 0.0] if free_dl else [-np.inf, BETA_MIN, 0.0]
+            upper = [np.inf, 100.0, BETA_MAX, y_min] if free_dl else [np.inf, BETA_MAX, y_min]
+            p0 = [log_b0, s0, beta0, e0] if free_dl else [log_b0, beta0, e0]
+            p0 = [min(max(v, lo), hi) for v, lo, hi in zip(p0, lower, upper)]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    result = least_squares(residuals, p0, bounds=(lower, upper), max_nfev=2000)
+                except ValueError:
+                    continue
+            if not np.all(np.isfinite(result.x)):
+                continue
+            sse = float(np.sum(residuals(result.x) ** 2))
+            if best is None or sse < best[0]:
+                best = (sse, unpack(result.x))
+    if best is None:
+        return _loglinear_rectified(d, y)
+    log_b, s_l, beta, e = best[1]
+    params = (math.exp(log_b) * scale ** beta, s_l * scale, beta, e)  # back to rows: B = B' x scale**beta
+    return RectifiedFit("rectified" if free_dl else "power", params, (float(d[0]), float(d[-1])),
+                        (y_min, float(y.max())), best[0])
+
+
+def _loglinear_rectified(d: np.ndarray, y: np.ndarray) -> RectifiedFit:
+    fit = fit_loglinear(d, y)
+    return RectifiedFit("loglinear", fit.params, (float(d[0]), float(d[-1])), (float(y.min()), float(y.max())),
+                        float(np.sum((np.array([fit.raw(t) for t in d]) - y) ** 2)))
+
+
+def nested_sizes(full: int, points: int = 4) -> list[int]:
+    """The nested subset sizes full/2**(points-1), …, full/2, full (AtS's D, D/2, D/4, …), each at least 1."""
+    if full < 1 or points < 1:
+        raise ValueError(f"need full >= 1 and points >= 1, got {full}, {points}")
+    return sorted({max(1, full // 2 ** k) for k in range(points)})

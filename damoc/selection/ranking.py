@@ -5,7 +5,7 @@ import math
 from typing import Any, Sequence
 
 from damoc.results import CandidateResult, StageResult
-from damoc.selection.uncertainty import paired_bootstrap
+from damoc.selection.uncertainty import bootstrap_p_best, paired_bootstrap
 
 OK, FAILED = "ok", "failed"
 ROW_KEYS = ("row_scores", "row_loglik")  # per-row values: used for the bootstrap, too long for the report
@@ -19,9 +19,10 @@ def _evaluate_stats(result: CandidateResult) -> dict[str, Any]:
 
 def rank_results(results: Sequence[CandidateResult]) -> list[dict[str, Any]]:
     """Higher score ranks first; equal scores share order by candidate name so the ranking is deterministic.
-    A candidate whose training diverged is ranked below every healthy one (flagged), never selected silently."""
+    Below every healthy candidate: those with degenerate answers (mostly empty or identical; selectable only
+    with a warning, see `selectable`), then those whose training diverged (never selected); both flagged."""
     ok = sorted((r for r in results if r.status == OK and r.score is not None and math.isfinite(float(r.score))),
-                key=lambda r: (r.diverged(), -float(r.score), r.candidate))
+                key=lambda r: (r.diverged(), r.degenerate() is not None, -float(r.score), r.candidate))
     ok_names = {r.candidate for r in ok}
     failed = sorted((r for r in results if r.candidate not in ok_names), key=lambda r: r.candidate)
     ranking = []
@@ -32,12 +33,42 @@ def rank_results(results: Sequence[CandidateResult]) -> list[dict[str, Any]]:
             entry["metric_score"] = float(ev["score"])
         if ev.get("loglik") is not None:
             entry["loglik"] = float(ev["loglik"])
-        if r.flags:
-            entry["flags"] = list(r.flags)
+        entry.update(_health(r))
         ranking.append(entry)
     ranking += [{"candidate": r.candidate, "score": None, "rank": None, "status": FAILED,
-                 "error": r.error or "no score reported"} for r in failed]
+                 "error": r.error or (_diverged_text(r) if r.diverged() else "no score reported"), **_health(r)}
+                for r in failed]
     return ranking
+
+
+def _diverged_text(result: CandidateResult) -> str:
+    stats = result.stages["train"].stats
+    return (f"training diverged (loss {stats.get('loss_start')} at the first step, {stats.get('train_loss')} "
+            "over the run): lower training.learning_rate")
+
+
+def _health(result: CandidateResult) -> dict[str, Any]:
+    """The ranking entry's flags and marks: diverged (never selected), degenerate (selected only with a warning)."""
+    flags = list(result.flags)
+    out: dict[str, Any] = {}
+    if result.diverged():
+        out["diverged"] = True
+        if not any(f.startswith("training diverged") for f in flags):
+            flags.append(_diverged_text(result))
+    reason = result.degenerate()
+    if reason:
+        out["degenerate"] = reason
+        flags.append(f"degenerate answers: {reason}; its score does not measure the candidate")
+    if flags:
+        out["flags"] = flags
+    return out
+
+
+def selectable(ranking: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The entry to select: the best ranked one unless its training diverged (then none is: the ranking puts
+    diverged candidates last)."""
+    top = ranking[0] if ranking and ranking[0]["status"] == OK else None
+    return None if top is None or top.get("diverged") else top
 
 
 def selection_uncertainty(results: Sequence[CandidateResult], ranking: list[dict[str, Any]], *, rank_by: str,
@@ -52,6 +83,18 @@ def selection_uncertainty(results: Sequence[CandidateResult], ranking: list[dict
     if winner not in rows:
         return None
     return paired_bootstrap(rows, winner, confidence=confidence, samples=samples)
+
+
+def selection_confidence(results: Sequence[CandidateResult], ranking: list[dict[str, Any]], selected: str | None, *,
+                         rank_by: str, samples: int, sure_at: float) -> dict[str, Any] | None:
+    """The bootstrap probability that the pick ranks first among the healthy ranked candidates; None without a
+    pick or its per-row values."""
+    healthy = {e["candidate"] for e in ranking if e["status"] == OK and not e.get("diverged")}
+    rows = {r.candidate: _evaluate_stats(r).get(RANK_KEYS[rank_by]) for r in results if r.candidate in healthy}
+    rows = {name: values for name, values in rows.items() if values}
+    if selected not in rows:
+        return None
+    return bootstrap_p_best(rows, selected, samples=samples, sure_at=sure_at)
 
 
 def _without_rows(stats: dict[str, Any]) -> dict[str, Any]:
@@ -146,6 +189,14 @@ def data_warnings(stage_results: Sequence[StageResult]) -> list[str]:
     return out
 
 
+def compression_warnings(stage_results: Sequence[StageResult]) -> list[str]:
+    """Compression fell back after an error (a broken scorer): every candidate trained on uncompressed rows."""
+    compress = next((s for s in stage_results if s.stage == "compress"), None)
+    if compress is None or not compress.stats.get("fallback"):
+        return []
+    return [f"compression fell back: {compress.reason}"]
+
+
 def build_selection(*, mode: str, metric: str, results: Sequence[CandidateResult],
                     stage_results: Sequence[StageResult], stage_seconds: dict[str, float],
                     total_seconds: float, rank_by: str = "metric", tie_confidence: float = 0.9,
@@ -154,7 +205,13 @@ def build_selection(*, mode: str, metric: str, results: Sequence[CandidateResult
     """The selection.json document (contract: see README, 'Outputs'). `summed_stages`: the stage_seconds
     summed over candidates; `variants`: candidate -> (model, training method) for the method decision."""
     ranking = rank_results(results)
-    selected = ranking[0]["candidate"] if ranking and ranking[0]["status"] == OK else None
+    top = selectable(ranking)
+    selected = top["candidate"] if top else None
+    warnings = data_warnings(stage_results)
+    if top is not None and top.get("degenerate"):  # first: the report prints the warnings at its top
+        warnings.insert(0, f"the selected candidate {selected} has degenerate answers ({top['degenerate']}): every "
+                        "candidate's answers are degenerate or worse, so this choice is not a measure of fit")
+    warnings += compression_warnings(stage_results)
     uncertainty = selection_uncertainty(results, ranking, rank_by=rank_by, confidence=tie_confidence,
                                         samples=bootstrap_samples)
     if uncertainty is not None:
@@ -171,10 +228,12 @@ def build_selection(*, mode: str, metric: str, results: Sequence[CandidateResult
         "mode": mode,
         "metric": metric,
         "rank_by": rank_by,
-        "warnings": data_warnings(stage_results),
+        "warnings": warnings,
         "selected": selected,
         "tied_with_winner": uncertainty["tied_with_winner"] if uncertainty else [],
         "uncertainty": uncertainty,
+        "confidence": selection_confidence(results, ranking, selected, rank_by=rank_by, samples=bootstrap_samples,
+                                           sure_at=tie_confidence),
         "ranking": ranking,
         "methods": method_selection(ranking, variants or {}),
         "cost": cost_summary(results, stage_seconds, total_seconds, summed_stages),

@@ -96,7 +96,7 @@ def _wrap_lora(model, settings: TrainingConfig):
 
 #: Settings that do not change what is optimised (where or how often it runs), left out of the fingerprint.
 _NOT_FINGERPRINTED = {"launcher", "processes", "nodes", "gpus_per_node", "image", "staging_uri", "save_steps",
-                      "checkpoint_uri"}
+                      "checkpoint_uri", "trainjob"}
 
 
 def resolve_precision(precision: str) -> str:
@@ -213,7 +213,7 @@ def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | P
         bf16=precision == "bf16", fp16=precision == "fp16",
         gradient_checkpointing=settings.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if settings.gradient_checkpointing else None,
-        deepspeed=ds, logging_steps=10,
+        deepspeed=ds, logging_steps=10, logging_first_step=True,  # the untrained model's loss: divergence check
         save_strategy="steps" if checkpointing else "no", save_steps=settings.save_steps or 500,
         save_total_limit=2 if checkpointing else None,  # the last one, and the one before in case it is torn
         report_to=[], use_cpu=not torch.cuda.is_available(),
@@ -272,6 +272,7 @@ def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | P
     saved = time.perf_counter()
     tokens = sum(len(e["input_ids"]) for e in examples)
     loss = float(result.training_loss)
+    start, end = _loss_span(trainer.state.log_history, loss)
     return {
         "method": settings.method, "samples": len(samples), "tokens": tokens,
         "steps": int(result.global_step), "train_loss": loss,
@@ -286,7 +287,29 @@ def finetune(model_path: str | Path, samples: Sequence[Sample], out_dir: str | P
         "effective_batch_size": micro * settings.gradient_accumulation_steps * world,
         "resumed_from_step": _step_of(resume),
         "loss_is_finite": math.isfinite(loss),
+        "loss_start": start, "loss_end": end, "diverged": diverged(start, end),
     }
+
+
+DIVERGE_RATIO = 3.0  # a final loss this many times the untrained model's first-step loss: training blew up
+
+
+def _loss_span(log_history: Sequence[dict[str, Any]], mean_loss: float) -> tuple[float | None, float]:
+    """(the first step's loss — the untrained model's —, the last logged loss; the run's mean when the last
+    log is that first step)."""
+    logged = [(h.get("step", 0), float(h["loss"])) for h in log_history if "loss" in h]
+    if not logged:
+        return None, mean_loss
+    start = logged[0][1]
+    end = logged[-1][1] if len(logged) > 1 else mean_loss
+    return start, end
+
+
+def diverged(start: float | None, end: float) -> bool:
+    """Non-finite, or ended far above where it started (the untrained model's loss)."""
+    if not math.isfinite(end) or (start is not None and not math.isfinite(start)):
+        return True
+    return start is not None and start > 0 and end > DIVERGE_RATIO * start
 
 
 def _step_of(checkpoint: str | None) -> int | None:

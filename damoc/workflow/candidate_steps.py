@@ -133,7 +133,7 @@ def finetune_step(cfg: RunConfig, candidate: dict[str, Any], model_in: Path, tra
         launcher = LAUNCHERS.get(cfg.training.launcher)
         extra = {"callbacks": callbacks} if callbacks else {}
         return launcher.train(model_in_artifact(model_in), read_samples(train_path), model_out,
-                              training_for(cfg.training, cand),
+                              training_for(cfg.training.for_mode(cfg.mode), cand),  # proxy_steps in damoc
                               trust_remote_code=cand.trust_remote_code, progress=progress, candidate=cand.name,
                               **extra)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,24 @@ def filter_step(cfg: RunConfig, train_in: Path, out: Path, progress: bool = True
     return run_stage("filter", body, capture_failure=False)
 
 
+def _candidate_tokenizers(cfg: RunConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """({name: local checkpoint dir} whose tokenizer loads, {name: why not} for local dirs whose does not)."""
+    from damoc.hf import load_tokenizer
+
+    usable: dict[str, str] = {}
+    unreadable: dict[str, str] = {}
+    for c in cfg.candidates:
+        if not Path(c.path).is_dir():
+            continue
+        try:
+            load_tokenizer(c.path, c.trust_remote_code)
+        except Exception as err:  # noqa: BLE001 — that candidate's own steps report its checkpoint
+            unreadable[c.name] = error_summary(err)
+            continue
+        usable[c.name] = c.path
+    return usable, unreadable
+
+
 def compress_step(cfg: RunConfig, train_in: Path, out: Path, progress: bool = True) -> StageResult:
     def body() -> dict[str, Any]:
         if not compression_enabled(cfg):
@@ -64,18 +83,21 @@ def compress_step(cfg: RunConfig, train_in: Path, out: Path, progress: bool = Tr
         from damoc.workflow.model_sources import resolve_model_source
 
         # token ratios in each candidate's own tokenizer, for candidates whose checkpoint is already local
-        # (an s3:// or hub candidate is not downloaded just to count tokens)
-        tokenizers = {c.name: c.path for c in cfg.candidates if Path(c.path).is_dir()}
+        # (an s3:// or hub candidate is not downloaded just to count tokens); a candidate whose tokenizer does
+        # not load (an empty or broken directory) is left out of those figures — its own steps report it
+        tokenizers, unreadable = _candidate_tokenizers(cfg)
         try:
             compressed, stats = compress_dataset(read_samples(train_in),
                                                  scorer_model=resolve_model_source(cfg.scorer_model_path()),
                                                  tokenizer_paths=tokenizers, progress=progress,
                                                  **dataset_kwargs(cfg.compression))
         except Exception as err:  # noqa: BLE001 — a missing or broken scorer must not sink the run
-            _skip(train_in, out, f"the scorer {cfg.scorer_model_path()} failed ({error_summary(err)}); every "
-                  "candidate trains on the uncompressed rows — set compression.scorer_model",
-                  {"fallback": True})  # a fallback after an error: a resumed run tries the scorer again
+            reason = (f"the scorer {cfg.scorer_model_path()} failed ({error_summary(err)}); every candidate "
+                      "trains on the uncompressed rows — set compression.scorer_model")
+            print(f"warning: compression fell back: {reason}", file=sys.stderr, flush=True)
+            _skip(train_in, out, reason, {"fallback": True})  # after an error: a resumed run tries again
         write_samples(compressed, out)
-        return {"scorer_model": cfg.scorer_model_path(), **stats}
+        extra = {"token_ratio_skipped": unreadable} if unreadable else {}
+        return {"scorer_model": cfg.scorer_model_path(), **stats, **extra}
 
     return run_stage("compress", body, capture_failure=False)

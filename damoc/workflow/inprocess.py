@@ -4,7 +4,7 @@ For benchmarks and tests that run many selections: no subprocess per task, and t
 shared between runs that only differ in per-candidate settings. The KFP pipeline (kfp.local or a cluster)
 stays the product path; this runner must never diverge from its wiring:
 prepare -> filter -> compress; per candidate prune(calibration = filtered rows) -> train(compressed rows)
--> evaluate(eval rows); rank.
+-> evaluate(eval rows); rank (rank_step: selection.json, report.md and report.html, as the KFP rank task).
 Resuming (damoc.workflow.stage_cache) is off unless `resume=True` (or DAMOC_RESUME=1): benchmarks that time
 their stages get real runs by default.
 """
@@ -54,7 +54,8 @@ def run_candidate(cfg: RunConfig, candidate: dict[str, Any], data: DataStages, w
 
 def run_inprocess(cfg: RunConfig, out_dir: str | Path, *, data: DataStages | None = None,
                   progress: bool = False, resume: bool | None = None) -> dict[str, Any]:
-    """Run the whole selection here; returns selection.json's document (also written to out_dir).
+    """Run the whole selection here; returns selection.json's document (written to out_dir with report.md and
+    report.html).
 
     data: the outputs of `run_data_stages` from an earlier run with the same data/filter/compression settings
     (their timings are then counted again, as if the stages had run: the cost stays comparable).

@@ -5,8 +5,13 @@ package's .py sources and the versions of the libraries that compute results, so
 stale outputs); the canonical JSON of exactly the config parts the stage reads (with the content of every local
 file or directory those parts name); and the content of the stage's input artifacts. Entries live under
 `<root>/<stage>/<key>/` (root: $DAMOC_STAGE_CACHE_DIR, else $DAMOC_HOME/stage-cache) and hold the outputs
-(`out/<name>`), the stage's result JSON and a completion marker; they are built in a temp sibling and renamed
-in, so a crash never leaves a half entry that looks complete. Only results the caller calls cacheable (ok or
+(`out/<name>`), the stage's result JSON, a manifest of the outputs' files and sizes, and a completion marker;
+they are built in a temp sibling and renamed in, so a crash never leaves a half entry that looks complete.
+An entry is self-contained: its files are hard links (or copies) of the outputs, never references into the run
+that made them, and a model reference (damoc_model_ref.json) to a checkpoint inside the same output is stored
+relative to it and pointed at the restoring run's own copy on restore. Cleaning a run's directory therefore
+never invalidates an entry; an entry whose files went missing or changed size, or whose model reference dangles,
+is ignored (a warning) and the stage runs again. Only results the caller calls cacheable (ok or
 skipped, never failed) are stored. Local runs only: `damoc run` switches it on (DAMOC_RESUME=1 for its task
 processes); on a cluster KFP's own caching does this job and DAMOC_HOME is ephemeral.
 """
@@ -32,6 +37,8 @@ ROOT_ENV = "DAMOC_STAGE_CACHE_DIR"   # where entries live; default $DAMOC_HOME/s
 CODE_ENV = "DAMOC_CODE_VERSION"      # the runner's code version, handed to its task processes (one run, one key)
 COMPLETE = "COMPLETE"                # written last inside an entry: without it the entry is ignored
 RESULT = "result.json"
+MANIFEST = "manifest.json"           # {output name: {relative file: size}}: a damaged entry is not restored
+_RELATIVE = "relative_to_artifact"   # in an entry's model reference: `source` is inside the output itself
 _MEMO_MIN_BYTES = 1 << 20            # files this large are hashed once per (path, size, mtime_ns, inode)
 _VOLATILE_RESULT_FILES = ("damoc_result.json",)  # per-candidate results: timings and reuse marks ignored
 _MODEL_REF_FILE = "damoc_model_ref.json"          # a reference to a checkpoint: its content counts, not its name
@@ -208,12 +215,27 @@ def fingerprint(path: str | Path) -> str:
 
 
 def _model_ref_digest(path: Path) -> str:
-    """A step that kept its input model refers to it: the referred checkpoint's content is what counts."""
+    """A step that kept its input model refers to it: the referred checkpoint's content is what counts. A
+    checkpoint inside the same artifact counts by its place in it, not by the run directory it lies in."""
     try:
         source = json.loads(path.read_text(encoding="utf-8"))["source"]
     except (OSError, ValueError, KeyError, TypeError):
         return file_digest(path)
+    inside = _inside(Path(str(source)), path.parent)
+    if inside is not None:
+        return hashlib.sha256(f"ref-inside\0{inside}\0{fingerprint(path.parent / inside)}".encode()).hexdigest()
     return hashlib.sha256(f"ref\0{source}\0{_local_content(source) or ''}".encode()).hexdigest()
+
+
+def _inside(source: Path, artifact: Path) -> str | None:
+    """`source` relative to `artifact` (posix) when it lies inside it, else None."""
+    if not source.is_absolute():
+        return None
+    try:
+        rel = source.resolve().relative_to(artifact.resolve()).as_posix()
+    except (ValueError, OSError):
+        return None
+    return rel if rel not in ("", ".") else None
 
 
 def _local_content(value: str) -> str | None:
@@ -310,17 +332,18 @@ def run_cached(stage: str, *, parts: Mapping[str, Any], inputs: Mapping[str, str
         _warn(f"{stage}: inputs could not be hashed ({err}); running it without the cache")
         return Cached(run(), False)
     entry = cache_root() / stage / key
+    damaged = False
     if (entry / COMPLETE).is_file():
         try:
             value = load((entry / RESULT).read_text(encoding="utf-8"))
+            _check_entry(entry, outputs, canonical(key_doc["config"]))
             for name, dest in outputs.items():
-                src = entry / "out" / name
-                if not src.exists():
-                    raise FileNotFoundError(f"{src} missing")
-                _place(src, Path(dest))
+                _place(entry / "out" / name, Path(dest))
+                _point_model_ref(Path(dest))
             return Cached(value, True, key)
         except Exception as err:  # noqa: BLE001 — a damaged entry means running the stage, nothing worse
-            _warn(f"{stage}: entry {key[:12]} unreadable ({type(err).__name__}: {err}); running the stage")
+            _warn(f"{stage}: entry {key[:12]} unusable ({type(err).__name__}: {err}); running the stage again")
+            damaged = True  # the new outputs replace it
             for dest in map(Path, outputs.values()):  # no half-restored output under the stage's own
                 if dest.is_dir() and not dest.is_symlink():
                     shutil.rmtree(dest, ignore_errors=True)
@@ -329,13 +352,75 @@ def run_cached(stage: str, *, parts: Mapping[str, Any], inputs: Mapping[str, str
     value = run()
     if cacheable(value):
         try:
-            _store(entry, outputs, dump(value), key_doc)
+            _store(entry, outputs, dump(value), key_doc, replace=damaged)
         except OSError as err:
             _warn(f"{stage}: could not store the outputs ({err})")
     return Cached(value, False, key)
 
 
-def _store(entry: Path, outputs: Mapping[str, Path], result_json: str, key_doc: dict[str, Any]) -> None:
+def _files(root: Path) -> dict[str, int]:
+    """{relative path: size} of every file under `root` (a file: itself, as "")."""
+    if root.is_file():
+        return {"": root.stat().st_size}
+    return {p.relative_to(root).as_posix(): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _ref_source(ref: Path) -> dict[str, Any] | None:
+    doc = json.loads(ref.read_text(encoding="utf-8"))
+    return doc if isinstance(doc, dict) and isinstance(doc.get("source"), str) else None
+
+
+def _check_entry(entry: Path, outputs: Mapping[str, Path], named: str) -> None:
+    """Raise when the entry cannot be restored whole: a file missing or of another size, a dangling reference.
+
+    named: the stage's config as keyed; a reference to a path it names (the candidate's own checkpoint) is what
+    the stage would write again, gone or not: only references to anything else can dangle."""
+    manifest = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
+    for name in outputs:
+        src = entry / "out" / name
+        if not src.exists():
+            raise FileNotFoundError(f"{src} missing")
+        if _files(src) != manifest.get(name):
+            raise ValueError(f"out/{name}: its files differ from the manifest (deleted or truncated)")
+        ref = src / _MODEL_REF_FILE
+        doc = _ref_source(ref) if src.is_dir() and ref.is_file() else None
+        if doc is None:
+            continue
+        source = doc["source"]
+        if doc.get(_RELATIVE):
+            if not (src / source).exists():
+                raise FileNotFoundError(f"out/{name}: its model reference {source!r} is not in the entry")
+        elif (os.path.isabs(source.removeprefix("file://")) and not os.path.exists(source.removeprefix("file://"))
+              and json.dumps(source) not in named):
+            raise FileNotFoundError(f"out/{name}: its model reference points to {source}, which no longer exists")
+
+
+def _relative_model_ref(src: Path, stored: Path) -> None:
+    """In the entry, a reference to a checkpoint inside the output is kept relative to the output."""
+    ref = stored / _MODEL_REF_FILE
+    if not (stored.is_dir() and ref.is_file()):
+        return
+    doc = _ref_source(ref)
+    inside = _inside(Path(doc["source"]), src) if doc else None
+    if inside is not None:
+        ref.unlink()  # a hard link of the run's file: write the entry's own
+        ref.write_text(json.dumps({"source": inside, _RELATIVE: True}, indent=2), encoding="utf-8")
+
+
+def _point_model_ref(dest: Path) -> None:
+    """A restored output refers to its own copy of the checkpoint (an absolute path, as the steps write it)."""
+    ref = dest / _MODEL_REF_FILE
+    if not (dest.is_dir() and ref.is_file()):
+        return
+    doc = _ref_source(ref)
+    if doc and doc.get(_RELATIVE):
+        from damoc import atomic
+
+        atomic.write_text(ref, json.dumps({"source": str(dest.resolve() / doc["source"])}, indent=2))
+
+
+def _store(entry: Path, outputs: Mapping[str, Path], result_json: str, key_doc: dict[str, Any], *,
+           replace: bool = False) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = entry.parent / f".{entry.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
@@ -344,10 +429,13 @@ def _store(entry: Path, outputs: Mapping[str, Path], result_json: str, key_doc: 
             if not Path(src).exists():
                 return  # nothing complete to keep
             _place(Path(src), tmp / "out" / name)
+            _relative_model_ref(Path(src), tmp / "out" / name)
+        manifest = {name: _files(tmp / "out" / name) for name in outputs}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, sort_keys=True), encoding="utf-8")
         (tmp / RESULT).write_text(result_json, encoding="utf-8")
         (tmp / "key.json").write_text(json.dumps(key_doc, indent=1, sort_keys=True, default=str), encoding="utf-8")
         (tmp / COMPLETE).write_text(entry.name, encoding="utf-8")  # last: the entry is whole from here on
-        if (entry / COMPLETE).is_file():
+        if (entry / COMPLETE).is_file() and not replace:
             return  # a concurrent run stored the same key first
         from damoc import atomic
 

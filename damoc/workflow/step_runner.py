@@ -29,7 +29,10 @@ def run_stage(stage: str, body: Callable[[], dict[str, Any] | None], *, capture_
     candidate is reported instead of sinking the run. False (data steps): it propagates, since nothing
     downstream can run without the data.
     """
+    from damoc.console import stage_event  # a structured log line per stage (JSON with DAMOC_LOG_FORMAT=json)
+
     started = time.perf_counter()
+    stage_event(stage, "started")
     try:
         result = StageResult(stage=stage, stats=body() or {})
     except StageSkipped as skip:
@@ -40,4 +43,5 @@ def run_stage(stage: str, body: Callable[[], dict[str, Any] | None], *, capture_
         result = StageResult(stage=stage, status="failed", reason=f"{type(err).__name__}: {err}",
                              traceback="".join(traceback.format_exception(err))[-4000:])
     result.seconds = round(time.perf_counter() - started, 3)
+    stage_event(stage, "finished", result)
     return result
