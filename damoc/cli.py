@@ -90,7 +90,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from damoc_pipelines.local_runner import RunFailed
 
-    print(f"DaMoC: running '{cfg.mode}' on {len(cfg.candidates)} candidate(s) locally via kfp.local -> {out}")
+    from damoc import console
+
+    console.info(f"DaMoC: running '{cfg.mode}' on {len(cfg.candidates)} candidate(s) locally via kfp.local -> {out}",
+                 event="run_start", mode=cfg.mode, candidates=len(cfg.candidates), out=str(out))
     failed: RunFailed | None = None
     with resume_env(not args.no_resume):  # finished stages with identical inputs are reused (stage cache)
         try:
@@ -99,15 +102,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             failed, selection = err, err.selection
     _print_ranking(selection)
     for warning in selection.get("warnings") or []:  # compression fallback, degenerate winner, thin data
-        print(f"warning: {warning}", file=sys.stderr)
+        console.info(f"warning: {warning}", event="warning", text=warning)
     reused, total = reused_stages(selection)
     if reused:
-        print(f"  resumed: {len(reused)} of {total} stages reused from the stage cache ({', '.join(reused)}); "
-              "--no-resume reruns them")
+        console.info(f"  resumed: {len(reused)} of {total} stages reused from the stage cache ({', '.join(reused)}); "
+                     "--no-resume reruns them", event="resumed", reused=reused, total=total)
     if failed is not None:
         _error(str(failed))
         return 1
-    print(f"report: {out / 'report.html'} (also report.md; data: selection.json; log: run.log)")
+    console.info(f"report: {out / 'report.html'} (also report.md; data: selection.json; log: run.log)",
+                 event="report", html=str(out / "report.html"))
     if selection.get("selected") is None:  # a run with no winner is not a success (the report says why)
         _error(f"no candidate could be ranked: every one failed (reasons in {out / 'report.md'})")
         return 1

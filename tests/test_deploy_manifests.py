@@ -374,8 +374,12 @@ def test_bucket_hook_is_idempotent_against_an_s3_server(helm, tmp_path):
 
 def test_registration_hook_uploads_a_content_versioned_pipeline(helm):
     objects = _render()
-    digest = __import__("hashlib").sha256(PACKAGE.read_bytes()).hexdigest()[:10]
-    version = f"{yaml.safe_load((CHART / 'Chart.yaml').read_text())['appVersion']}-{digest}"
+    app = yaml.safe_load((CHART / 'Chart.yaml').read_text())['appVersion']
+    images = f"ghcr.io/damoc-project/damoc:{app}\nghcr.io/damoc-project/damoc-train:{app}"
+    # helm's sha256sum of the template's text: the package's text, then the two images
+    content = PACKAGE.read_text() + "\n" + images
+    digest = __import__("hashlib").sha256(content.encode()).hexdigest()[:10]
+    version = f"{app}-{digest}"
     cm = _by(objects, "ConfigMap", "damoc-pipeline")
     assert cm["data"]["damoc_pipeline.yaml"].strip() == PACKAGE.read_text().strip()
     job = _by(objects, "Job", "damoc-register")
@@ -402,6 +406,14 @@ def test_registration_hook_schedules_when_enabled(helm):
     assert "python -m damoc.cli_cluster schedule /etc/damoc/run/run.yaml" in script
     assert "--cron '0 3 * * 1' --name 'weekly'" in script and "--experiment 'nightly'" in script
     assert "--pipeline 'damoc-selection' --pipeline-version '" in script
+    # the chart's image values reach the pipeline's tasks: upload rewrites each task family's image
+    assert "--image-component 'ghcr.io/damoc-project/damoc:" in script
+    assert "--image-training 'ghcr.io/damoc-project/damoc-train:" in script
+    other = _by(_render({"schedule": SCHEDULE, "trainImage": {"repository": "reg.local/train", "tag": "9"}}),
+                "Job", "damoc-register")["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert "--image-training 'reg.local/train:9'" in other
+    version = re.compile(r"--pipeline-version '([^']+)'")
+    assert version.search(other).group(1) != version.search(script).group(1)  # new images, new version
     run_cm = _by(objects, "ConfigMap", "damoc-run-config")
     assert yaml.safe_load(run_cm["data"]["run.yaml"]) == SCHEDULE["runConfig"]
     # The script is valid sh (no template residue).

@@ -107,7 +107,9 @@ http://minio-service.kubeflow:9000
 {{- $f -}}
 {{- end }}
 {{- define "damoc.pipelineVersion" -}}
-{{- printf "%s-%s" .Chart.AppVersion (include "damoc.pipelineFile" . | sha256sum | trunc 10) | replace "+" "-" | lower -}}
+{{- /* the images are part of the version: the chart's image values rewrite the package's task images */ -}}
+{{- $images := printf "%s\n%s" (include "damoc.image" .) (include "damoc.imageRef" (list .Values.trainImage .)) -}}
+{{- printf "%s-%s" .Chart.AppVersion (printf "%s\n%s" (include "damoc.pipelineFile" .) $images | sha256sum | trunc 10) | replace "+" "-" | lower -}}
 {{- end }}
 
 {{- define "damoc.registrarName" -}}
