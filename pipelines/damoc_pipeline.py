@@ -33,6 +33,7 @@ NON_ROOT_UID = 1000
 # retry settings (deployment settings, damoc.storage.RetrySettings), kept beside the endpoint they tune.
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DAMOC_S3_ENDPOINT", "DAMOC_S3_RETRIES",
                   "DAMOC_S3_BACKOFF_S", "DAMOC_S3_BACKOFF_MAX_S", "DAMOC_S3_TIMEOUT_S")
+KFP_STORE_SECRET_KEYS = {"accesskey": "MINIO_ACCESS_KEY", "secretkey": "MINIO_SECRET_KEY"}
 # Keys of the API-key Secret, mounted only into the tasks that call an LLM endpoint (filter: the alpagasus
 # judge; compress: the rewriter). Each optional: a run without endpoints needs no such Secret.
 API_KEY_SECRET_KEYS = ("DAMOC_REWRITER_API_KEY", "OPENAI_API_KEY")
@@ -56,6 +57,10 @@ def _harden(task: dsl.PipelineTask, s3_secret_name: str) -> dsl.PipelineTask:
     kubernetes.use_secret_as_env(
         task, secret_name=s3_secret_name, optional=True,
         secret_key_to_env={name: name for name in S3_SECRET_KEYS})
+    # KFP's own object-store Secret (mlpipeline-minio-artifact) names its keys accesskey/secretkey: mapped, also
+    # optional, to the MinIO variables damoc.storage falls back to when the AWS_* ones are absent.
+    kubernetes.use_secret_as_env(task, secret_name=s3_secret_name, optional=True,
+                                 secret_key_to_env=KFP_STORE_SECRET_KEYS)
     kubernetes.set_security_context(task, run_as_user=NON_ROOT_UID, run_as_group=NON_ROOT_UID,
                                     run_as_non_root=True)
     return task

@@ -345,6 +345,9 @@ def test_object_store_kfp_uses_the_pipeline_artifact_secret(helm):
     assert env["DAMOC_S3_ENDPOINT"]["value"] == "http://minio-service.kubeflow:9000"
     cm = _by(objects, "ConfigMap", "damoc-defaults")["data"]
     assert cm["DAMOC_TRAINING_SECRET"] == "mlpipeline-minio-artifact"  # the training pods' S3 Secret
+    assert cm["DAMOC_TRAINING_SECRET_KEYS"] == "accesskey,secretkey"  # ... and its key names
+    assert _by(_render(), "ConfigMap", "damoc-defaults")["data"]["DAMOC_TRAINING_SECRET_KEYS"] == \
+        "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY"
     assert not any(o["kind"] == "Job" and o["metadata"]["name"] == "damoc-bucket"
                    for o in _render({"objectStore": {"createBucket": False}}))
 

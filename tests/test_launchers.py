@@ -184,3 +184,18 @@ def test_pytorchjob_needs_image_and_staging(cluster_env, monkeypatch, tmp_path):
         L.build_training_job(_settings(), "r", "c", "s3://b/p")
     assert L.build_training_job(_settings(image="img:2"), "r", "c", "s3://b/p")["spec"]["pytorchReplicaSpecs"][
         "Master"]["template"]["spec"]["containers"][0]["image"] == "img:2"
+
+
+def test_training_pods_map_the_secret_key_names_the_deployment_publishes(monkeypatch):
+    """KFP's own object store Secret names its keys accesskey/secretkey (the chart publishes them); the pods'
+    AWS_* variables reference those keys, never copied values."""
+    from damoc.training.launchers import secret_key_env
+
+    monkeypatch.delenv("DAMOC_TRAINING_SECRET_KEYS", raising=False)
+    assert secret_key_env() == {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+                                "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+    monkeypatch.setenv("DAMOC_TRAINING_SECRET_KEYS", "accesskey, secretkey")
+    assert secret_key_env() == {"AWS_ACCESS_KEY_ID": "accesskey", "AWS_SECRET_ACCESS_KEY": "secretkey"}
+    monkeypatch.setenv("DAMOC_TRAINING_SECRET_KEYS", "accesskey")
+    with pytest.raises(ValueError, match="two key names"):
+        secret_key_env()

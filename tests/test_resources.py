@@ -71,6 +71,11 @@ def test_every_task_gets_the_default_requests_and_limits(tmp_path):
         secrets = platform[EXECUTORS[task]]["secretAsEnv"]
         keys = {m["secretKey"] for secret in secrets for m in secret["keyToEnv"]}
         assert {"DAMOC_S3_ENDPOINT", "DAMOC_S3_RETRIES", "DAMOC_S3_TIMEOUT_S"} <= keys, task
+        # KFP's own store Secret (mlpipeline-minio-artifact) names its keys accesskey/secretkey: mapped to the
+        # MinIO variables damoc.storage falls back to
+        kfp_store = {m["secretKey"]: m["envVar"] for secret in secrets for m in secret["keyToEnv"]
+                     if m["secretKey"] in ("accesskey", "secretkey")}
+        assert kfp_store == {"accesskey": "MINIO_ACCESS_KEY", "secretkey": "MINIO_SECRET_KEY"}, task
         assert all(secret["optional"] is True for secret in secrets), task
         # API keys of LLM endpoints only where an endpoint is called: the alpagasus judge and the rewriter
         assert ("DAMOC_REWRITER_API_KEY" in keys) == (task in ("filter", "compress")), task

@@ -29,6 +29,9 @@ CONFIG_MAP_SETTINGS: dict[str, Setting] = {
                                               "their ServiceAccount (the chart's runner account)"),
     "DAMOC_TRAINING_SECRET": Setting(_TRAIN, "damoc/training/launchers.py",
                                      "Secret with their S3 credentials (the chart's object-store Secret)"),
+    "DAMOC_TRAINING_SECRET_KEYS": Setting(_TRAIN, "damoc/training/launchers.py",
+                                          "the access and secret key's names in that Secret, comma-separated "
+                                          "(accesskey,secretkey for KFP's own object store)"),
     "DAMOC_TRAINING_STAGING_URI": Setting(_TRAIN, "damoc/training/launchers.py",
                                           "s3:// prefix where launcher jobs exchange models and rows"),
     "DAMOC_GPU_RESOURCE": Setting(_TRAIN, "damoc/training/launchers.py",

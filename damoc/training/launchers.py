@@ -207,6 +207,17 @@ def _json_env(name: str, kind: type) -> Any:
     return value or None
 
 
+def secret_key_env() -> dict[str, str]:
+    """{ENV_VAR: key in the S3 Secret}: the key names come from DAMOC_TRAINING_SECRET_KEYS ("access,secret"; the
+    chart publishes accesskey,secretkey for KFP's own object store), AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY
+    otherwise."""
+    raw = os.environ.get("DAMOC_TRAINING_SECRET_KEYS", "").strip()
+    names = [n.strip() for n in raw.split(",")] if raw else ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+    if len(names) != 2 or not all(names):
+        raise ValueError(f"DAMOC_TRAINING_SECRET_KEYS must be two key names, 'access,secret'; got {raw!r}")
+    return {"AWS_ACCESS_KEY_ID": names[0], "AWS_SECRET_ACCESS_KEY": names[1]}
+
+
 def job_settings(settings: Any, launcher: str) -> dict[str, Any]:
     """What both cluster launchers take from the deployment (env, the damoc-defaults ConfigMap), never from
     pipeline parameters (those end up in KFP run metadata): image, namespace, S3 Secret by name, service account,
@@ -218,8 +229,7 @@ def job_settings(settings: Any, launcher: str) -> dict[str, Any]:
     env = {k: os.environ[k] for k in _PASSED_ENV if os.environ.get(k)}
     return {
         "image": image, "namespace": training_namespace(), "env": env or None, "secret_name": secret,
-        "secret_env": {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
-        if secret else None,
+        "secret_env": secret_key_env() if secret else None,
         "service_account": os.environ.get("DAMOC_TRAINING_SERVICE_ACCOUNT", "").strip() or None,
         "gpu_resource": os.environ.get("DAMOC_GPU_RESOURCE", "").strip() or "nvidia.com/gpu",
         "node_selector": _json_env("DAMOC_GPU_NODE_SELECTOR", dict),
