@@ -32,7 +32,9 @@ CHART = REPO / "helm" / "damoc"
 DOCKER = REPO / "docker"
 PRODUCTION = CHART / "examples" / "values-production.yaml"
 PACKAGE = REPO / "pipelines" / "compiled" / "damoc_pipeline.yaml"
-SCHEMAS = Path(os.environ.get("DAMOC_SHARED", REPO.parent / "shared")) / "schemas" / "crds"
+# The pinned CRDs ship as test data (tests/data/crds); DAMOC_SHARED points at another copy.
+SCHEMAS = (Path(os.environ["DAMOC_SHARED"]) / "schemas" / "crds" if os.environ.get("DAMOC_SHARED")
+           else Path(__file__).parent / "data" / "crds")
 
 # Pinned: the oldest Kubernetes we support (Chart.yaml kubeVersion >=1.25; 1.30 is the usual floor
 # today) and the newest kubernetes-validate 1.37.0 bundles.
