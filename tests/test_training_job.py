@@ -13,35 +13,13 @@ from pathlib import Path
 import pytest
 
 from damoc.cluster import training_job as tj
+from crd_schemas import crd_path, strict
 
 CRD_FILE = "kubeflow.org_pytorchjobs.v1.9.4.yaml"  # Training Operator v1.9.4, the last v1 release
-#: Where the CRD is looked for: $DAMOC_CRD_DIR, tests/data/crds, the shared schema folder of this workplace.
-CRD_DIRS = [os.environ.get("DAMOC_CRD_DIR", ""), str(Path(__file__).parent / "data" / "crds"),
-            "/work/shared/schemas/crds"]
 #: Kubernetes version the pod template is validated against (kubernetes-validate bundles 1.25-1.37); the
 #: Training Operator v1.9 line supports clusters of this generation.
 K8S_VERSION = "1.31.0"
 NS = "ml-team"
-
-
-def _crd_path() -> Path:
-    for folder in filter(None, CRD_DIRS):
-        if (Path(folder) / CRD_FILE).exists():
-            return Path(folder) / CRD_FILE
-    pytest.skip(f"PyTorchJob CRD schema {CRD_FILE} not found in {CRD_DIRS}")
-
-
-def _strict(schema):
-    """The CRD's structural schema with unknown fields rejected (what the API server prunes, kubectl --strict)."""
-    if isinstance(schema, dict):
-        out = {k: _strict(v) for k, v in schema.items()}
-        if "properties" in schema and "additionalProperties" not in schema \
-                and not schema.get("x-kubernetes-preserve-unknown-fields"):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [_strict(v) for v in schema]
-    return schema
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +27,11 @@ def crd_validator():
     import jsonschema
     import yaml
 
-    crd = yaml.safe_load(_crd_path().read_text())
+    crd = yaml.safe_load(crd_path(CRD_FILE).read_text())
     assert crd["spec"]["names"]["kind"] == "PyTorchJob"
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == tj.VERSION]
     assert version["served"] and version["storage"]
-    schema = _strict(version["schema"]["openAPIV3Schema"])
+    schema = strict(version["schema"]["openAPIV3Schema"])
     jsonschema.Draft7Validator.check_schema(schema)
     return jsonschema.Draft7Validator(schema)
 
@@ -91,7 +69,7 @@ def test_strict_schema_catches_unknown_fields(crd_validator):
 
 
 @pytest.mark.parametrize("replica", ["Master", "Worker"])
-def test_pod_template_validates_with_kubernetes_validate_strict(replica):
+def test_pod_template_validates_with_kubernetes_validatestrict(replica):
     import kubernetes_validate
 
     job = _job()

@@ -25,33 +25,12 @@ from damoc.config import ConfigError, TrainingConfig, parse_config
 from damoc.data.records import read_samples
 from damoc.data.schema import Sample
 from damoc.training import launchers as L
+from crd_schemas import crd_path, strict
 
 CRD_FILE = "trainer.kubeflow.org_trainjobs.v2.2.1.yaml"  # Kubeflow Trainer v2.2.1
-CRD_DIRS = [os.environ.get("DAMOC_CRD_DIR", ""), str(Path(__file__).parent / "data" / "crds"),
-            "/work/shared/schemas/crds", str(Path(__file__).resolve().parents[2] / "shared" / "schemas" / "crds")]
 NS = "ml-team"
 SAMPLES = [Sample(id=str(i), instruction="Repeat the word.", input=f"word {w}", output=w)
            for i, w in enumerate(["river", "market", "bridge", "fever"] * 3)]
-
-
-def _crd_path() -> Path:
-    for folder in filter(None, CRD_DIRS):
-        if (Path(folder) / CRD_FILE).exists():
-            return Path(folder) / CRD_FILE
-    pytest.skip(f"TrainJob CRD schema {CRD_FILE} not found in {CRD_DIRS}")
-
-
-def _strict(schema):
-    """The structural schema with unknown fields rejected (what the API server prunes; kubectl --strict)."""
-    if isinstance(schema, dict):
-        out = {k: _strict(v) for k, v in schema.items()}
-        if "properties" in schema and "additionalProperties" not in schema \
-                and not schema.get("x-kubernetes-preserve-unknown-fields"):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [_strict(v) for v in schema]
-    return schema
 
 
 class TrainJobSchema:
@@ -61,14 +40,14 @@ class TrainJobSchema:
         import jsonschema
         import yaml
 
-        crd = yaml.safe_load(_crd_path().read_text())
+        crd = yaml.safe_load(crd_path(CRD_FILE).read_text())
         assert crd["spec"]["names"]["kind"] == "TrainJob" and crd["spec"]["group"] == tv2.GROUP
         (version,) = [v for v in crd["spec"]["versions"] if v["name"] == tv2.VERSION]
         assert version["served"] and version["storage"]
         schema = version["schema"]["openAPIV3Schema"]
         rules = [r["rule"] for r in schema.get("x-kubernetes-validations", [])]
         assert any("metadata.name.matches" in r for r in rules) and any("size(self.metadata.name)" in r for r in rules)
-        schema = _strict(schema)
+        schema = strict(schema)
         schema["properties"]["metadata"] = {"type": "object"}
         jsonschema.Draft7Validator.check_schema(schema)
         self.validator = jsonschema.Draft7Validator(schema)
